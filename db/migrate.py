@@ -1,0 +1,218 @@
+"""Apply the core migrations, then register every ``services/*/service.sql``.
+
+``python -m db.migrate`` is idempotent: applied migrations are recorded in ``schema_migrations``
+(with a checksum, so an edited migration is refused rather than silently skipped), and service.sql
+files are upserts. Everything runs in one transaction under an advisory lock, so a refusal
+changes nothing and two runs at once cannot interleave.
+
+Refusals name the file and the values: a SERVICE_CONFIG that breaks a rule, two services with the
+same name or port, a port outside 49160-49999, a service.sql whose port or auth type differs from
+its SERVICE_CONFIG, a service.sql that does not register its service, a service missing from the
+Procfile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import importlib.util
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import psycopg
+from psycopg.rows import dict_row
+
+from mcp.config import PROJECT_ROOT
+from mcp.db import resolve_database_url
+from mcp.service import ServiceConfig, ServiceConfigError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_LOCK_KEY = 0x6D6370  # "mcp": serialises concurrent migration runs
+
+
+class MigrationError(Exception):
+    """The migration was refused; nothing was changed. The message says which file and why."""
+
+
+@dataclass(frozen=True)
+class DiscoveredService:
+    directory: Path
+    sql_file: Path
+    config: ServiceConfig
+
+    @property
+    def module(self) -> str:
+        return f"services.{self.directory.name}"
+
+
+@dataclass
+class MigrationReport:
+    applied: list[str] = field(default_factory=list)
+    registered: list[str] = field(default_factory=list)
+
+
+def _load_package(directory: Path, root: Path) -> ModuleType:
+    if root.resolve() == PROJECT_ROOT:
+        return importlib.import_module(f"services.{directory.name}")
+    # A tree elsewhere (tests, a new service being tried out): load it under a private name.
+    name = f"_discovered_services_{abs(hash(str(directory)))}_{directory.name}"
+    spec = importlib.util.spec_from_file_location(name, directory / "__init__.py",
+                                                  submodule_search_locations=[str(directory)])
+    if spec is None or spec.loader is None:
+        raise MigrationError(f"{directory}: not a Python package (no __init__.py)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def discover_services(root: Path) -> list[DiscoveredService]:
+    """Every ``services/<dir>/service.sql`` with its validated SERVICE_CONFIG, checked together."""
+    found: list[DiscoveredService] = []
+    for sql_file in sorted((root / "services").glob("*/service.sql")):
+        directory = sql_file.parent
+        rel = sql_file.relative_to(root)
+        try:
+            module = _load_package(directory, root)
+        except ServiceConfigError as e:
+            raise MigrationError(f"{rel}: SERVICE_CONFIG is invalid: {e}") from None
+        except MigrationError:
+            raise
+        except Exception as e:
+            raise MigrationError(f"{rel}: services.{directory.name} cannot be imported: "
+                                 f"{type(e).__name__}: {e}") from None
+        config = getattr(module, "SERVICE_CONFIG", None)
+        if not isinstance(config, ServiceConfig):
+            raise MigrationError(f"{rel}: services.{directory.name} has no SERVICE_CONFIG (a ServiceConfig)")
+        found.append(DiscoveredService(directory, sql_file, config))
+    by_name: dict[str, DiscoveredService] = {}
+    by_port: dict[int, DiscoveredService] = {}
+    for svc in found:
+        other = by_name.get(svc.config.name)
+        if other is not None:
+            raise MigrationError(f"duplicate service name {svc.config.name!r}: {other.sql_file.relative_to(root)} "
+                                 f"and {svc.sql_file.relative_to(root)}")
+        other = by_port.get(svc.config.port)
+        if other is not None:
+            raise MigrationError(
+                f"duplicate port {svc.config.port}: {other.config.name!r} ({other.sql_file.relative_to(root)}) and "
+                f"{svc.config.name!r} ({svc.sql_file.relative_to(root)})")
+        by_name[svc.config.name] = svc
+        by_port[svc.config.port] = svc
+    return found
+
+
+def check_procfile(services: list[DiscoveredService], procfile: Path) -> None:
+    """Every discovered service must be started by a Procfile line."""
+    try:
+        lines = [ln for ln in procfile.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    except OSError:
+        raise MigrationError(f"{procfile}: cannot read the Procfile") from None
+    for svc in services:
+        pattern = re.compile(rf"-m\s+{re.escape(svc.module)}(\s|$)")
+        if not any(pattern.search(ln) for ln in lines):
+            raise MigrationError(
+                f"{procfile.name}: service {svc.config.name!r} ({svc.directory.name}/) is not started by any "
+                f"line; add: mcp-{svc.config.name}: exec python -m mcp.supervise --name mcp-{svc.config.name} "
+                f"--port {svc.config.port} -- python -m {svc.module}")
+
+
+def _core_migrations() -> list[tuple[str, str, str]]:
+    out = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        text = path.read_text()
+        out.append((path.stem, text, hashlib.sha256(text.encode()).hexdigest()))
+    return out
+
+
+def _apply_core(conn: psycopg.Connection, report: MigrationReport) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, checksum text NOT NULL, "
+                 "applied_at timestamptz NOT NULL DEFAULT now())")
+    applied = {r["version"]: r["checksum"] for r in conn.execute("SELECT version, checksum FROM schema_migrations")}
+    for version, sql, checksum in _core_migrations():
+        if version in applied:
+            if applied[version] != checksum:
+                raise MigrationError(f"db/migrations/{version}.sql was changed after it was applied; "
+                                     "add a new migration instead of editing an applied one")
+            continue
+        try:
+            conn.execute(sql)  # type: ignore[arg-type]
+        except psycopg.Error as e:
+            raise MigrationError(f"db/migrations/{version}.sql failed: {e.diag.message_primary or e}") from None
+        conn.execute("INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)", (version, checksum))
+        report.applied.append(version)
+
+
+def _register(conn: psycopg.Connection, svc: DiscoveredService, root: Path, report: MigrationReport) -> None:
+    rel = svc.sql_file.relative_to(root)
+    cfg = svc.config
+    try:
+        with conn.transaction():
+            conn.execute(svc.sql_file.read_text())  # type: ignore[arg-type]
+    except psycopg.errors.CheckViolation as e:
+        raise MigrationError(f"{rel}: violates {e.diag.constraint_name}: {e.diag.message_detail or e} "
+                             f"(ports must be in 49160-49999, auth types api_key, oauth or basic_auth)") from None
+    except psycopg.errors.UniqueViolation as e:
+        raise MigrationError(f"{rel}: {e.diag.message_detail or e} (another service already has it)") from None
+    except psycopg.Error as e:
+        raise MigrationError(f"{rel}: {e.diag.message_primary or e}") from None
+    row = conn.execute("SELECT name, port, auth_type, also_accepts FROM mcp_table WHERE name = %s",
+                       (cfg.name,)).fetchone()
+    if row is None:
+        raise MigrationError(f"{rel}: does not register a service named {cfg.name!r} (SERVICE_CONFIG.name)")
+    if row["port"] != cfg.port:
+        raise MigrationError(f"{rel}: port {row['port']} differs from SERVICE_CONFIG port {cfg.port} of "
+                             f"{cfg.name!r}")
+    if row["auth_type"] != cfg.auth_type:
+        raise MigrationError(f"{rel}: auth type {row['auth_type']!r} differs from SERVICE_CONFIG auth type "
+                             f"{cfg.auth_type!r} of {cfg.name!r}")
+    if sorted(row["also_accepts"]) != sorted(cfg.also_accepts):
+        raise MigrationError(f"{rel}: also_accepts {row['also_accepts']} differs from SERVICE_CONFIG.also_accepts "
+                             f"{list(cfg.also_accepts)} of {cfg.name!r}")
+    report.registered.append(cfg.name)
+
+
+def migrate(conninfo: str, root: Path = PROJECT_ROOT, procfile: Path | None = None) -> MigrationReport:
+    """Apply pending core migrations and register every service; all or nothing."""
+    services = discover_services(root)
+    check_procfile(services, procfile or root / "Procfile")
+    report = MigrationReport()
+    with psycopg.connect(conninfo, row_factory=dict_row, connect_timeout=10) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        _apply_core(conn, report)
+        for svc in services:
+            _register(conn, svc, root, report)
+    return report
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m db.migrate", description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default=None, help="default: $DATABASE_URL, else the embedded server")
+    parser.add_argument("--root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    import os
+
+    conninfo = args.database_url or resolve_database_url(os.environ.get("DATABASE_URL"),
+                                                        PROJECT_ROOT / ".data" / "embedded-db.url")
+    if not conninfo:
+        print("migrate: no database: set DATABASE_URL or run `python -m db.embedded start`", file=sys.stderr)
+        return 2
+    try:
+        report = migrate(conninfo, args.root)
+    except MigrationError as e:
+        print(f"migrate: refused: {e}", file=sys.stderr)
+        return 1
+    except psycopg.OperationalError as e:
+        print(f"migrate: cannot connect to the database: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    applied = ", ".join(report.applied) or "none pending"
+    print(f"migrate: core migrations applied: {applied}; services registered: {', '.join(report.registered)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

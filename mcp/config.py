@@ -1,0 +1,105 @@
+"""Settings read once from the environment at process start, then passed down explicitly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcp.crypto import CredentialCipher, CredentialKeyError, parse_key
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A variable is missing or malformed; the message names it."""
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process-wide configuration. See .env.example for every variable."""
+
+    project_root: Path
+    database_url: str | None
+    credential_keys: tuple[bytes, ...]
+    admin_token: str | None = None
+    public_url: str | None = None
+    bind_host: str = "127.0.0.1"
+    db_timeout_s: float = 2.0
+    db_pool_max: int = 10
+    instance_cache_ttl_s: float = 5.0
+    upstream_timeout_s: float = 30.0
+    usage_flush_interval_s: float = 1.0
+    usage_buffer_max: int = 50_000
+    shutdown_timeout_s: float = 3.5
+    log_level: str = "INFO"
+    environ: Mapping[str, str] | None = None
+
+    @property
+    def embedded_url_file(self) -> Path:
+        """Where ``python -m db.embedded start`` records the embedded server's address."""
+        return self.project_root / ".data" / "embedded-db.url"
+
+    def cipher(self) -> CredentialCipher:
+        if not self.credential_keys:
+            raise ConfigError("CREDENTIALS_KEY is not set; scripts/start-all-services writes one into .env")
+        return CredentialCipher(self.credential_keys)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """A raw variable from the environment the settings were loaded from (service extras)."""
+        return (self.environ or {}).get(name, default)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every variable once; raise ConfigError naming the first bad one."""
+    env = dict(os.environ if environ is None else environ)
+    keys: list[bytes] = []
+    try:
+        if env.get("CREDENTIALS_KEY"):
+            keys.append(parse_key(env["CREDENTIALS_KEY"]))
+        for i, old in enumerate(filter(None, (env.get("CREDENTIALS_OLD_KEYS") or "").split(","))):
+            keys.append(parse_key(old, f"CREDENTIALS_OLD_KEYS[{i}]"))
+    except CredentialKeyError as e:
+        raise ConfigError(str(e)) from None
+    root = Path(env.get("MCP_PROJECT_ROOT") or PROJECT_ROOT)
+    return Settings(
+        project_root=root,
+        database_url=env.get("DATABASE_URL") or None,
+        credential_keys=tuple(keys),
+        admin_token=env.get("ADMIN_TOKEN") or None,
+        public_url=(env.get("PUBLIC_URL") or "").rstrip("/") or None,
+        bind_host=env.get("BIND_HOST") or "127.0.0.1",
+        db_timeout_s=_float(env, "DB_TIMEOUT", 2.0),
+        db_pool_max=_int(env, "DB_POOL_MAX", 10),
+        instance_cache_ttl_s=_float(env, "INSTANCE_CACHE_TTL", 5.0),
+        upstream_timeout_s=_float(env, "UPSTREAM_TIMEOUT", 30.0),
+        usage_flush_interval_s=_float(env, "USAGE_FLUSH_INTERVAL", 1.0),
+        usage_buffer_max=_int(env, "USAGE_BUFFER_MAX", 50_000),
+        shutdown_timeout_s=_float(env, "SHUTDOWN_TIMEOUT", 3.5),
+        log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+        environ=env,
+    )

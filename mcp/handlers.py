@@ -1,0 +1,91 @@
+"""The HTTP endpoints every service gets: health, tool list, tool call, and the instance base."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from mcp.errors import NotFound, UpstreamError
+from mcp.instances import Instance, parse_instance_id
+from mcp.runtime import ServiceRuntime
+from mcp.web import BaseHandler
+
+
+def service_health(rt: ServiceRuntime) -> dict[str, Any]:
+    """The seed's /health shape, exactly: service, status, uptime, timestamp, port, version."""
+    return {
+        "service": rt.service.name,
+        "status": "healthy",
+        "uptime": round(time.time() - rt.started_at, 3),
+        "timestamp": datetime.now(UTC).isoformat(),
+        "port": rt.port,
+        "version": rt.service.config.version,
+    }
+
+
+class ServiceHandler(BaseHandler):
+    def initialize(self, runtime: ServiceRuntime, **kw: Any) -> None:  # type: ignore[override]
+        super().initialize(inflight=runtime.inflight)
+        self.runtime = runtime
+
+
+class HealthHandler(ServiceHandler):
+    async def get(self) -> None:
+        self.write_json(service_health(self.runtime))
+
+
+class InstanceHealthHandler(ServiceHandler):
+    """Instance status plus service status; answers for inactive/expired instances too (no secrets)."""
+
+    async def get(self, instance: str) -> None:
+        found = await self.runtime.resolver.lookup(parse_instance_id(instance))
+        if found is None:
+            raise NotFound(f"no {self.runtime.service.name} instance with this id", code="instance_not_found")
+        info = found.public(self.runtime.resolver.now())
+        self.write_json({"status": "healthy" if info["status"] == "active" else info["status"],
+                         "instance": info, "service": service_health(self.runtime)})
+
+
+class InstanceHandler(ServiceHandler):
+    """Base for every per-instance endpoint: the instance is resolved before the method runs.
+
+    Subclasses (the tool endpoints and each service's direct endpoints) read ``self.instance`` and
+    ``self.client`` (the upstream client bound to this instance's credentials).
+    """
+
+    instance: Instance
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        self.instance = await self.runtime.resolver.resolve(self.path_kwargs["instance"])
+
+    @property
+    def client(self) -> Any:
+        return self.runtime.client_for(self.instance)
+
+    async def upstream(self, awaitable: Any) -> Any:
+        """Await an upstream call from a direct endpoint, turning UpstreamError into an HTTP error."""
+        try:
+            return await awaitable
+        except UpstreamError as e:
+            raise e.as_http_error() from None
+
+
+class ToolsListHandler(InstanceHandler):
+    async def get(self, instance: str) -> None:
+        self.write_json({"tools": self.runtime.registry.describe()})
+
+
+class ToolCallHandler(InstanceHandler):
+    """POST {"name", "arguments"} -> CallToolResult (tool failures are isError results, status 200)."""
+
+    async def post(self, instance: str) -> None:
+        body = self.json_body()
+        registry = self.runtime.registry
+        tool = registry.get(body.get("name"))
+        started = time.perf_counter()
+        outcome = await registry.call(tool, body.get("arguments"), self.client)
+        self.runtime.usage.record(self.instance.id, self.runtime.service.name, tool.name, outcome.outcome,
+                                  time.perf_counter() - started)
+        self.write_json(outcome.result)

@@ -1,0 +1,71 @@
+"""Per-process collaborators of a service, created once at start and handed to every handler."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from mcp.config import Settings
+from mcp.db import Database
+from mcp.instances import Instance, InstanceResolver
+from mcp.service import Service
+from mcp.tools import ToolRegistry
+from mcp.upstream import UpstreamHTTP, make_session
+from mcp.usage import UsageRecorder
+from mcp.web import InFlight
+
+
+@dataclass
+class ServiceRuntime:
+    """What one service process shares across requests; none of it is per-user."""
+
+    service: Service
+    settings: Settings
+    port: int
+    db: Database
+    resolver: InstanceResolver
+    usage: UsageRecorder
+    registry: ToolRegistry
+    upstream_url: str
+    inflight: InFlight = field(default_factory=InFlight)
+    started_at: float = field(default_factory=time.time)
+    session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def create(cls, service: Service, settings: Settings, port: int | None = None) -> ServiceRuntime:
+        db = Database(settings.database_url, settings.embedded_url_file, timeout_s=settings.db_timeout_s,
+                      max_size=settings.db_pool_max, application_name=f"mcp-{service.name}")
+        return cls(
+            service=service,
+            settings=settings,
+            port=port if port is not None else service.config.port,
+            db=db,
+            resolver=InstanceResolver(db, settings.cipher(), service.name, settings.instance_cache_ttl_s),
+            usage=UsageRecorder(db, interval_s=settings.usage_flush_interval_s,
+                                max_buffer=settings.usage_buffer_max),
+            registry=ToolRegistry(service.tools),
+            upstream_url=settings.get(service.upstream_url_env) or service.upstream_default_url,
+        )
+
+    async def start(self) -> None:
+        """Create what needs the running loop: the upstream session and the usage flusher."""
+        if self.session is None:
+            self.session = make_session(self.settings.upstream_timeout_s)
+        self.usage.start()
+
+    async def stop(self) -> None:
+        await self.usage.close()
+        await self.db.close()
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    def client_for(self, instance: Instance) -> Any:
+        """The service's upstream client for one call, bound to this instance's credentials."""
+        if self.session is None:
+            raise RuntimeError("runtime not started")
+        http = UpstreamHTTP(self.session, self.upstream_url, self.service.name)
+        return self.service.client_factory(http, instance.credentials)

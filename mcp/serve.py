@@ -1,0 +1,101 @@
+"""Run a Tornado application until SIGTERM/SIGINT, then shut down cleanly within a deadline.
+
+Shutdown order: stop accepting, wait for in-flight requests (bounded), close connections, then
+run the owner's cleanup (flush usage, close the pool and the HTTP session). Exit code 0. A port
+already in use exits with code 98 (EADDRINUSE) and a message saying so, so supervisors need not
+guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from mcp.web import InFlight
+
+log = logging.getLogger(__name__)
+
+EXIT_PORT_IN_USE = 98
+EXIT_CONFIG = 78  # EX_CONFIG
+
+
+class PortInUse(OSError):
+    pass
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """INFO and below to stdout, WARNING and above to stderr (the supervisor's out/error logs)."""
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = logging.StreamHandler(sys.stdout)
+    out.setFormatter(fmt)
+    out.addFilter(lambda r: r.levelno < logging.WARNING)
+    err = logging.StreamHandler(sys.stderr)
+    err.setFormatter(fmt)
+    err.setLevel(logging.WARNING)
+    root = logging.getLogger()
+    root.handlers[:] = [out, err]
+    root.setLevel(level)
+    # psycopg_pool logs every reconnection attempt at INFO; the 503s already say the database is down.
+    logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
+
+
+def bind(port: int, host: str) -> list:
+    try:
+        return tornado.netutil.bind_sockets(port, host, reuse_port=False)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise PortInUse(f"port {port} is already in use on {host}") from None
+        raise
+
+
+async def serve(
+    app: tornado.web.Application,
+    *,
+    host: str,
+    port: int,
+    inflight: InFlight,
+    on_start: Callable[[], Awaitable[None]] | None = None,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+    shutdown_timeout_s: float = 3.5,
+    max_body_size: int = 1 << 20,
+    stop_event: asyncio.Event | None = None,
+) -> None:
+    """Serve until a signal (or ``stop_event``); raises PortInUse if the port is taken."""
+    sockets = bind(port, host)
+    server = tornado.httpserver.HTTPServer(app, max_body_size=max_body_size, idle_connection_timeout=60)
+    server.add_sockets(sockets)
+    stop = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if on_start is not None:
+        await on_start()
+    log.info("listening on http://%s:%d", host, port)
+    await stop.wait()
+    started = time.monotonic()
+    log.info("shutting down: %d request(s) in flight", inflight.count)
+    server.stop()
+    # Leave a second of the budget for cleanup after requests finish.
+    deadline = started + max(0.5, shutdown_timeout_s - 1.0)
+    while inflight.count > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    if inflight.count:
+        log.warning("%d request(s) still running at the shutdown deadline", inflight.count)
+    try:
+        await asyncio.wait_for(server.close_all_connections(), 0.5)
+    except TimeoutError:
+        pass
+    if on_stop is not None:
+        await on_stop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    log.info("stopped in %.2fs", time.monotonic() - started)

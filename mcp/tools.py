@@ -1,0 +1,143 @@
+"""Tools: what a service offers, how arguments are checked, how results are shaped.
+
+One registry per service serves every transport (REST ``/mcp/call`` and the JSON-RPC endpoint),
+so the same validation and result shaping apply whichever way a client calls.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from mcp.errors import BadRequest, NotFound, ToolError
+from mcp.schema import Check, SchemaError, compile_schema
+
+log = logging.getLogger(__name__)
+
+ToolHandler = Callable[[Any, dict[str, Any]], Awaitable[Any]]
+
+OUTCOME_OK = "ok"
+OUTCOME_ERROR = "error"
+OUTCOME_INVALID = "invalid_arguments"
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One MCP tool. ``handler(client, arguments)`` gets the per-call upstream client."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    handler: ToolHandler
+    output_schema: dict[str, Any] | None = None
+    title: str | None = None
+    read_only: bool = True
+
+    def describe(self) -> dict[str, Any]:
+        """The MCP Tool object clients see in tools/list."""
+        d: dict[str, Any] = {"name": self.name}
+        if self.title:
+            d["title"] = self.title
+        d["description"] = self.description
+        d["inputSchema"] = self.input_schema
+        if self.output_schema is not None:
+            d["outputSchema"] = self.output_schema
+        d["annotations"] = {
+            "readOnlyHint": self.read_only,
+            "destructiveHint": False,
+            "openWorldHint": True,
+        }
+        return d
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """A CallToolResult plus the outcome label recorded for usage."""
+
+    result: dict[str, Any]
+    outcome: str
+
+
+def text_result(text: str, *, is_error: bool, structured: dict[str, Any] | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": is_error}
+    if structured is not None:
+        result["structuredContent"] = structured
+    return result
+
+
+def data_result(data: Any) -> dict[str, Any]:
+    """Shape a handler's return value as a CallToolResult (structured data plus a text block)."""
+    if isinstance(data, str):
+        return text_result(data, is_error=False)
+    if not isinstance(data, dict):
+        # structuredContent must be an object; lists are wrapped rather than rejected.
+        data = {"items": data}
+    return text_result(json.dumps(data, ensure_ascii=False), is_error=False, structured=data)
+
+
+class ToolRegistry:
+    """A service's tools by name, with input schemas compiled once."""
+
+    def __init__(self, tools: Iterable[Tool]) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._checks: dict[str, Check] = {}
+        for tool in tools:
+            if tool.name in self._tools:
+                raise ValueError(f"tool {tool.name!r} is defined twice")
+            self._tools[tool.name] = tool
+            self._checks[tool.name] = compile_schema(tool.input_schema)
+        self._described = [t.describe() for t in self._tools.values()]
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return self._described
+
+    def get(self, name: Any) -> Tool:
+        if not isinstance(name, str) or not name:
+            raise BadRequest("'name' must be a non-empty string naming a tool", field="name")
+        tool = self._tools.get(name)
+        if tool is None:
+            raise NotFound(
+                f"unknown tool {name!r}; available: {', '.join(self._tools)}", code="unknown_tool", field="name"
+            )
+        return tool
+
+    def check_arguments(self, tool: Tool, arguments: Any) -> dict[str, Any]:
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise BadRequest("'arguments' must be a JSON object", field="arguments")
+        self._checks[tool.name](arguments, "")
+        return arguments
+
+    async def call(self, tool: Tool, arguments: Any, client: Any) -> CallOutcome:
+        """Validate arguments, run the handler, and shape whatever happens as a CallToolResult."""
+        try:
+            args = self.check_arguments(tool, arguments)
+        except SchemaError as e:
+            msg = f"invalid arguments for {tool.name}: {e}"
+            return CallOutcome(
+                text_result(msg, is_error=True, structured={"code": "invalid_arguments", "field": e.field,
+                                                             "message": msg}),
+                OUTCOME_INVALID,
+            )
+        try:
+            data = await tool.handler(client, args)
+        except ToolError as e:
+            return CallOutcome(text_result(e.message, is_error=True, structured=e.structured()), OUTCOME_ERROR)
+        except Exception:
+            log.exception("tool %s failed unexpectedly", tool.name)
+            msg = f"{tool.name} failed because of an internal error; it has been logged"
+            return CallOutcome(
+                text_result(msg, is_error=True, structured={"code": "internal_error", "message": msg}),
+                OUTCOME_ERROR,
+            )
+        return CallOutcome(data_result(data), OUTCOME_OK)

@@ -1,0 +1,121 @@
+"""The HTTP seam to upstream APIs: one aiohttp session per process, one base URL per service.
+
+A service's client (``services/<name>/api.py``) wraps ``UpstreamHTTP`` with its auth headers and
+its error vocabulary. Network failures are turned into ``UpstreamError`` here, once for all.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from mcp.errors import UpstreamError
+
+USER_AGENT = "mcp-platform/0.1 (+https://github.com/)"
+
+
+def make_session(timeout_s: float, max_connections: int = 200) -> aiohttp.ClientSession:
+    """The process's one upstream session; call inside the running event loop, close at shutdown."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, 10.0)),
+        connector=aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=300),
+        headers={"User-Agent": USER_AGENT},
+        trust_env=False,
+    )
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body parsed as JSON, or None when it is empty or not JSON."""
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> int | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0, int(when - (now if now is not None else time.time()) + 0.999))
+
+
+class UpstreamHTTP:
+    """Requests to one upstream API on the shared session; knows nothing of credentials."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, upstream: str) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.upstream = upstream
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        url: str | None = None,
+    ) -> UpstreamResponse:
+        """Send one request (``url`` overrides base_url + path, for pagination links).
+
+        Raises UpstreamError(code="timeout" | "unreachable") when no HTTP answer arrives;
+        any HTTP answer, error statuses included, is returned for the service to interpret.
+        """
+        target = url or f"{self.base_url}{path}"
+        clean_params = None
+        if params:
+            clean_params = {k: _param(v) for k, v in params.items() if v is not None}
+        try:
+            async with self.session.request(
+                method, target, headers=headers, params=clean_params, json=json_body
+            ) as resp:
+                body = await resp.read()
+                return UpstreamResponse(resp.status, CIMultiDictProxy(CIMultiDict(resp.headers)), body)
+        except TimeoutError:
+            raise UpstreamError(
+                self.upstream,
+                f"{self.upstream} did not answer in time; try again shortly",
+                code="timeout",
+            ) from None
+        except aiohttp.ClientError as e:
+            raise UpstreamError(
+                self.upstream,
+                f"could not reach {self.upstream} ({type(e).__name__}); check the network or try again later",
+                code="unreachable",
+            ) from None
+
+
+def _param(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)

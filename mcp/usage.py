@@ -1,0 +1,125 @@
+"""Usage recording: every call becomes a row in ``usage``, written in batches off the request path.
+
+``record`` only appends to a bounded in-memory buffer. A background task flushes the buffer every
+``interval_s`` in one multi-row INSERT. While the database is unreachable records stay buffered;
+when the buffer is full the oldest are dropped, counted in ``dropped`` and logged, never silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mcp.db import Database
+from mcp.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+_BATCH = 1000
+_INSERT = (
+    "INSERT INTO usage (instance_id, service_name, tool, outcome, latency_ms, called_at) "
+    "SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::real[], %s::timestamptz[])"
+)
+_TOUCH = (
+    "UPDATE service_instances SET last_used_at = t.at FROM "
+    "(SELECT id, max(at) AS at FROM unnest(%s::uuid[], %s::timestamptz[]) AS u(id, at) GROUP BY id) t "
+    "WHERE service_instances.id = t.id AND (last_used_at IS NULL OR last_used_at < t.at)"
+)
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    instance_id: uuid.UUID
+    service: str
+    tool: str
+    outcome: str
+    latency_ms: float
+    called_at: datetime
+
+
+class UsageRecorder:
+    """Buffers usage records and writes them in batches; ``close`` flushes what is left."""
+
+    def __init__(self, db: Database, *, interval_s: float = 1.0, max_buffer: int = 50_000) -> None:
+        self.db = db
+        self.interval_s = interval_s
+        self.max_buffer = max_buffer
+        self._buffer: deque[UsageRecord] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
+        self.written = 0
+        self.dropped = 0
+
+    def record(self, instance_id: uuid.UUID, service: str, tool: str, outcome: str, latency_s: float) -> None:
+        if len(self._buffer) >= self.max_buffer:
+            self._buffer.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error("usage buffer full (%d records): %d records dropped so far", self.max_buffer,
+                          self.dropped)
+        self._buffer.append(UsageRecord(instance_id, service, tool, outcome, latency_s * 1000.0,
+                                        datetime.now(UTC)))
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-flush")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            if self._buffer:
+                await self.flush()
+
+    async def flush(self) -> bool:
+        """Write everything buffered; False (records kept) if the database is unreachable."""
+        async with self._flush_lock:
+            while self._buffer:
+                batch = [self._buffer.popleft() for _ in range(min(_BATCH, len(self._buffer)))]
+                try:
+                    await self._write(batch)
+                except Unavailable:
+                    self._buffer.extendleft(reversed(batch))
+                    return False
+                except Exception:
+                    # Not an outage: retrying the same rows would fail forever, so they are dropped, loudly.
+                    self.dropped += len(batch)
+                    log.exception("writing %d usage records failed; they were dropped", len(batch))
+                    continue
+                self.written += len(batch)
+        return True
+
+    async def _write(self, batch: list[UsageRecord]) -> None:
+        ids = [r.instance_id for r in batch]
+        ats = [r.called_at for r in batch]
+        async with self.db.connection() as conn, conn.transaction():
+            await conn.execute(_INSERT, (ids, [r.service for r in batch], [r.tool for r in batch],
+                                         [r.outcome for r in batch], [r.latency_ms for r in batch], ats))
+            await conn.execute(_TOUCH, (ids, ats))
+
+    async def close(self, timeout_s: float = 1.5) -> None:
+        """Stop the background task and try once more to write what is buffered."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._buffer:
+            started = time.monotonic()
+            try:
+                ok = await asyncio.wait_for(self.flush(), timeout_s)
+            except TimeoutError:
+                ok = False
+            if not ok:
+                log.error("%d usage records could not be written before shutdown (%.1fs)",
+                          len(self._buffer), time.monotonic() - started)

@@ -1,0 +1,158 @@
+"""The base every HTTP handler extends: JSON in, JSON out, JSON errors, nothing leaked."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+
+import tornado.web
+
+from mcp.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, PlatformError
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("mcp.access")
+
+_UUID_SEGMENT = re.compile(r"/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?=/|$|\?)")
+
+_HTTP_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("bad_request", "the request is malformed"),
+    404: ("not_found", "no such endpoint"),
+    405: ("method_not_allowed", "this method is not allowed on this endpoint"),
+    413: ("payload_too_large", "the request body is too large"),
+}
+
+
+def scrub_path(path: str) -> str:
+    """Instance ids are bearer capabilities: replace them before a path is logged or measured."""
+    return _UUID_SEGMENT.sub("/{instance}", path)
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Access log line without instance ids or query strings (which may carry tokens)."""
+    status = handler.get_status()
+    req = handler.request
+    level = logging.INFO if status < 500 else logging.ERROR
+    access_log.log(level, "%d %s %s %.1fms", status, req.method, scrub_path(req.path),
+                   1000.0 * req.request_time())
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(payload: Any) -> str:
+    """Compact JSON with ISO-8601 datetimes and UUIDs as strings."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+class InFlight:
+    """Counts requests being served, so shutdown can wait for them to finish."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    """Answers every outcome, errors included, as JSON; never HTML, never a traceback."""
+
+    def initialize(self, inflight: InFlight | None = None, **_: Any) -> None:
+        self._inflight = inflight
+        self._counted = False
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.clear_header("Server")
+
+    async def prepare(self) -> None:
+        if self._inflight is not None:
+            self._inflight.count += 1
+            self._counted = True
+
+    def _uncount(self) -> None:
+        if self._counted and self._inflight is not None:
+            self._inflight.count -= 1
+            self._counted = False
+
+    def on_finish(self) -> None:
+        self._uncount()
+
+    def on_connection_close(self) -> None:
+        self._uncount()
+
+    def write_json(self, payload: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(dumps(payload))
+
+    def json_body(self) -> dict[str, Any]:
+        """The request body as a JSON object, or BadRequest saying what is wrong with it."""
+        raw = self.request.body
+        if not raw:
+            raise BadRequest("the request body is empty; send a JSON object", code="empty_body")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("the request body is not valid UTF-8", code="invalid_json") from None
+        try:
+            body = json.loads(text)
+        except ValueError as e:
+            raise BadRequest(f"the request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
+                             code="invalid_json") from None
+        except RecursionError:
+            raise BadRequest("the request body is nested too deeply", code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the request body must be a JSON object", code="invalid_json")
+        return body
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, PlatformError):
+            err = exc
+        elif isinstance(exc, tornado.web.HTTPError) and exc.status_code in _HTTP_ERRORS:
+            code, message = _HTTP_ERRORS[exc.status_code]
+            err = {400: BadRequest, 404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge}[exc.status_code](
+                message, code=code
+            )
+        elif status_code < 500:
+            err = PlatformError(self._reason or "request failed", code="http_error")
+            err.status = status_code
+        else:
+            err = PlatformError("internal server error; it has been logged")
+        self.set_status(err.status)
+        for name, value in err.headers().items():
+            self.set_header(name, value)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(err.body()))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        # A client's mistake is not the server's error: no traceback for PlatformError / HTTPError.
+        if isinstance(value, PlatformError):
+            if value.status >= 500:
+                log.warning("%s %s -> %d %s", self.request.method, scrub_path(self.request.path),
+                            value.status, value.code)
+            return
+        if isinstance(value, tornado.web.HTTPError):
+            return
+        log.error("uncaught exception in %s %s", self.request.method, scrub_path(self.request.path),
+                  exc_info=(typ, value, tb))
+
+    def data_received(self, chunk: bytes) -> None:  # pragma: no cover - not streaming
+        pass
+
+
+class NotFoundHandler(BaseHandler):
+    """Default handler: any unrouted path is a JSON 404, whatever the method."""
+
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
+
+    async def prepare(self) -> None:
+        raise NotFound(f"no endpoint at {scrub_path(self.request.path)}", code="not_found")

@@ -1,0 +1,65 @@
+# Sourced by the scripts: find Python >= 3.11, create .venv, install the project, write and load .env.
+# Variables already set by the caller win over .env.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+export MCP_PROJECT_ROOT="$ROOT"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+find_python() {
+  local candidate
+  for candidate in ${PYTHON:-} python3.13 python3.12 python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+      command -v "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+ensure_venv() {
+  if [ ! -x "$PY" ]; then
+    local base
+    base="$(find_python)" || die "Python 3.11 or newer is required (set PYTHON=/path/to/python3.11)"
+    say "creating .venv with $("$base" --version)"
+    "$base" -m venv "$VENV"
+  fi
+  # Reinstall only when the dependency list changed.
+  local stamp
+  stamp="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+  if [ "$(cat "$VENV/.installed" 2>/dev/null || true)" != "$stamp" ]; then
+    say "installing the project and its dependencies into .venv"
+    "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+    "$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]" \
+      || die "pip install failed; see the output above"
+    echo "$stamp" > "$VENV/.installed"
+  fi
+  export PATH="$VENV/bin:$PATH"
+}
+
+load_env() {
+  "$PY" -m mcp.ops ensure-env >&2
+  eval "$("$PY" -m mcp.ops env-exports)"
+}
+
+ensure_database() {
+  if [ -n "${DATABASE_URL:-}" ]; then
+    say "database: DATABASE_URL (external server)"
+  else
+    "$PY" -W ignore -m db.embedded start >/dev/null || die "the embedded PostgreSQL did not start; see .data/pg/log"
+    say "database: embedded PostgreSQL in .data/pg"
+  fi
+  "$PY" -m db.migrate >&2 || die "migrations failed (see above)"
+}
+
+bootstrap() {
+  mkdir -p "$ROOT/logs" "$ROOT/.run"
+  ensure_venv
+  load_env
+}

@@ -1,0 +1,1 @@
+"""The deployable processes: the main API and one package per hosted MCP service."""

@@ -1,0 +1,87 @@
+"""The main API's application factory and entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import tornado.web
+
+from mcp.config import ConfigError, load_settings
+from mcp.db import Database
+from mcp.serve import EXIT_CONFIG, EXIT_PORT_IN_USE, PortInUse, configure_logging, serve
+from mcp.upstream import make_session
+from mcp.web import NotFoundHandler, log_request
+from services.api import API_PORT
+from services.api.handlers import (
+    ApiRuntime,
+    HealthHandler,
+    InstanceHandler,
+    InstancesHandler,
+    ServicesHandler,
+    UsageHandler,
+    UserInstancesHandler,
+)
+
+log = logging.getLogger(__name__)
+
+ID = r"(?P<instance>[^/]+)"
+
+
+def make_app(runtime: ApiRuntime) -> tornado.web.Application:
+    kw = {"runtime": runtime}
+    return tornado.web.Application(
+        [
+            (r"/health", HealthHandler, kw),
+            (r"/api/services", ServicesHandler, kw),
+            (r"/api/instances", InstancesHandler, kw),
+            (rf"/api/instances/{ID}", InstanceHandler, kw),
+            (rf"/api/instances/{ID}/usage", UsageHandler, kw),
+            (r"/api/users/(?P<email>[^/]+)/instances", UserInstancesHandler, kw),
+        ],
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"inflight": runtime.inflight},
+        log_function=log_request,
+    )
+
+
+def create_runtime(settings_env: dict[str, str] | None = None) -> ApiRuntime:
+    settings = load_settings(settings_env)
+    if not settings.admin_token:
+        raise ConfigError("ADMIN_TOKEN is not set; scripts/start-all-services writes one into .env")
+    port = int(settings.get("API_PORT") or API_PORT)
+    db = Database(settings.database_url, settings.embedded_url_file, timeout_s=settings.db_timeout_s,
+                  max_size=settings.db_pool_max, application_name="mcp-api")
+    return ApiRuntime(settings=settings, db=db, cipher=settings.cipher(), port=port)
+
+
+async def _main() -> int:
+    try:
+        runtime = create_runtime()
+    except (ConfigError, ValueError) as e:
+        log.error("api cannot start: %s", e)
+        return EXIT_CONFIG
+    configure_logging(runtime.settings.log_level)
+
+    async def on_start() -> None:
+        runtime.session = make_session(5.0)
+
+    async def on_stop() -> None:
+        await runtime.db.close()
+        if runtime.session is not None:
+            await runtime.session.close()
+
+    try:
+        await serve(make_app(runtime), host=runtime.settings.bind_host, port=runtime.port,
+                    inflight=runtime.inflight, on_start=on_start, on_stop=on_stop,
+                    shutdown_timeout_s=runtime.settings.shutdown_timeout_s)
+    except PortInUse as e:
+        log.error("api cannot start: %s", e)
+        return EXIT_PORT_IN_USE
+    return 0
+
+
+def run() -> None:
+    configure_logging()
+    sys.exit(asyncio.run(_main()))

@@ -1,0 +1,272 @@
+"""Main API handlers. Everything under /api/ needs ``Authorization: Bearer $ADMIN_TOKEN``."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from mcp.config import Settings
+from mcp.crypto import CredentialCipher
+from mcp.db import Database
+from mcp.errors import BadRequest, NotFound, Unauthorized
+from mcp.instances import parse_instance_id
+from mcp.service import validate_credentials
+from mcp.web import BaseHandler, InFlight
+from services.api import API_NAME, API_PORT, API_VERSION, store
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}$")
+STATUSES = ("active", "inactive", "expired")
+
+
+@dataclass
+class ApiRuntime:
+    settings: Settings
+    db: Database
+    cipher: CredentialCipher
+    port: int = API_PORT
+    inflight: InFlight = field(default_factory=InFlight)
+    started_at: float = field(default_factory=time.time)
+    session: aiohttp.ClientSession | None = None
+
+    def instance_urls(self, service: str, port: int, instance_id: uuid.UUID | str) -> dict[str, str]:
+        """Where a client reaches the instance: through PUBLIC_URL (nginx) when set, else the port."""
+        if self.settings.public_url:
+            base = f"{self.settings.public_url}/{service}/{instance_id}"
+        else:
+            host = self.settings.bind_host if self.settings.bind_host not in ("0.0.0.0", "::") else "127.0.0.1"
+            base = f"http://{host}:{port}/{instance_id}"
+        return {"base": base, "health": f"{base}/health", "tools": f"{base}/mcp/tools", "call": f"{base}/mcp/call"}
+
+
+def parse_email(value: Any, field_name: str = "user") -> str:
+    if not isinstance(value, str) or not _EMAIL.match(value.strip()):
+        raise BadRequest(f"'{field_name}' must be an email address", field=field_name)
+    return value.strip().lower()
+
+
+def parse_expiry(value: Any) -> datetime | None:
+    """expires_at: null, or an ISO-8601 time with a timezone, in the future."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest("'expires_at' must be an ISO-8601 date-time string or null", field="expires_at")
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest("'expires_at' is not an ISO-8601 date-time, e.g. 2027-01-31T00:00:00Z",
+                         field="expires_at") from None
+    if when.tzinfo is None:
+        raise BadRequest("'expires_at' needs a timezone, e.g. 2027-01-31T00:00:00Z", field="expires_at")
+    if when <= datetime.now(UTC):
+        raise BadRequest("'expires_at' must be in the future", field="expires_at")
+    return when
+
+
+def reject_unknown(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}; accepted: {', '.join(sorted(allowed))}",
+                         field=unknown[0])
+
+
+class ApiHandler(BaseHandler):
+    """Deny by default: every handler needs the admin token unless it sets ``public = True``."""
+
+    public = False
+
+    def initialize(self, runtime: ApiRuntime, **_: Any) -> None:  # type: ignore[override]
+        super().initialize(inflight=runtime.inflight)
+        self.runtime = runtime
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self.public:
+            return
+        header = self.request.headers.get("Authorization", "")
+        if not header:
+            raise Unauthorized("this endpoint needs 'Authorization: Bearer <ADMIN_TOKEN>'", code="missing_token")
+        scheme, _, token = header.partition(" ")
+        expected = self.runtime.settings.admin_token or ""
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+            raise Unauthorized("the admin token is not valid", code="invalid_token")
+
+    def instance_view(self, row: dict[str, Any]) -> dict[str, Any]:
+        view = {k: row[k] for k in ("service", "user", "status", "expires_at", "created_at", "updated_at",
+                                    "last_used_at")}
+        if row["status"] == "active" and row["expires_at"] is not None and row["expires_at"] <= datetime.now(
+                UTC):
+            view["status"] = "expired"
+        return {"instance_id": str(row["id"]), **view,
+                "urls": self.runtime.instance_urls(row["service"], row["port"], row["id"])}
+
+    def instance_id(self, segment: str) -> uuid.UUID:
+        return parse_instance_id(segment)
+
+
+class HealthHandler(ApiHandler):
+    public = True
+
+    async def get(self) -> None:
+        self.write_json({
+            "service": API_NAME, "status": "healthy", "uptime": round(time.time() - self.runtime.started_at, 3),
+            "timestamp": datetime.now(UTC).isoformat(), "port": self.runtime.port, "version": API_VERSION,
+        })
+
+
+async def probe(session: aiohttp.ClientSession, port: int) -> dict[str, Any]:
+    """A service's live /health, or why it could not be had."""
+    started = time.perf_counter()
+    try:
+        async with session.get(f"http://127.0.0.1:{port}/health", timeout=aiohttp.ClientTimeout(total=1.5)) as r:
+            body = await r.json(content_type=None)
+            ok = r.status == 200 and isinstance(body, dict) and body.get("status") == "healthy"
+            return {"status": "healthy" if ok else "unhealthy", "http_status": r.status,
+                    "latency_ms": round(1000 * (time.perf_counter() - started), 1),
+                    "uptime": body.get("uptime") if isinstance(body, dict) else None}
+    except (TimeoutError, aiohttp.ClientError, ValueError) as e:
+        return {"status": "unreachable", "reason": type(e).__name__}
+
+
+class ServicesHandler(ApiHandler):
+    """GET /api/services: the catalog, each entry with its live health."""
+
+    async def get(self) -> None:
+        async with self.runtime.db.connection() as conn:
+            rows = await store.catalog(conn)
+        assert self.runtime.session is not None
+        healths = await asyncio.gather(*(probe(self.runtime.session, r["port"]) for r in rows))
+        self.write_json({"services": [{**r, "health": h} for r, h in zip(rows, healths, strict=True)]})
+
+
+class InstancesHandler(ApiHandler):
+    """POST /api/instances: create an instance (and its user if new)."""
+
+    async def post(self) -> None:
+        body = self.json_body()
+        reject_unknown(body, {"service", "user", "credentials", "expires_at"})
+        for name in ("service", "user", "credentials"):
+            if name not in body:
+                raise BadRequest(f"'{name}' is required", field=name, code="missing_field")
+        service = body["service"]
+        if not isinstance(service, str) or not service:
+            raise BadRequest("'service' must be a service name", field="service")
+        email = parse_email(body["user"])
+        expires_at = parse_expiry(body.get("expires_at"))
+        instance_id = uuid.uuid4()
+        async with self.runtime.db.connection() as conn:
+            entry = await store.catalog_entry(conn, service)
+            if entry is None or not entry["active"]:
+                names = ", ".join(r["name"] for r in await store.catalog(conn) if r["active"])
+                raise BadRequest(f"unknown service {service!r}; available: {names}", field="service",
+                                 code="unknown_service")
+            try:
+                creds = validate_credentials(service, [entry["auth_type"], *entry["also_accepts"]],
+                                             body["credentials"])
+            except ValueError as e:
+                raise BadRequest(str(e), field="credentials") from None
+            sealed = self.runtime.cipher.encrypt(instance_id, creds)
+            async with conn.transaction():
+                user_id = await store.upsert_user(conn, email)
+                await store.insert_instance(conn, instance_id, user_id, service, expires_at, sealed)
+            row = await store.get_instance(conn, instance_id)
+        assert row is not None
+        self.set_header("Location", f"/api/instances/{instance_id}")
+        self.write_json(self.instance_view(row), status=201)
+
+
+class InstanceHandler(ApiHandler):
+    """GET / PATCH / DELETE /api/instances/{id}. Credentials can be replaced, never read."""
+
+    async def get(self, instance: str) -> None:
+        instance_id = self.instance_id(instance)
+        async with self.runtime.db.connection() as conn:
+            row = await store.get_instance(conn, instance_id)
+        if row is None:
+            raise NotFound("no instance with this id", code="instance_not_found")
+        self.write_json(self.instance_view(row))
+
+    async def patch(self, instance: str) -> None:
+        instance_id = self.instance_id(instance)
+        body = self.json_body()
+        reject_unknown(body, {"status", "credentials", "expires_at"})
+        if not body:
+            raise BadRequest("nothing to change: send status, credentials or expires_at", code="empty_body")
+        changes: dict[str, Any] = {}
+        if "status" in body:
+            if body["status"] not in STATUSES:
+                raise BadRequest(f"'status' must be one of {', '.join(STATUSES)}", field="status")
+            changes["status"] = body["status"]
+        if "expires_at" in body:
+            changes["expires_at"] = parse_expiry(body["expires_at"])
+        async with self.runtime.db.connection() as conn:
+            row = await store.get_instance(conn, instance_id)
+            if row is None:
+                raise NotFound("no instance with this id", code="instance_not_found")
+            if "credentials" in body:
+                entry = await store.catalog_entry(conn, row["service"])
+                assert entry is not None
+                try:
+                    creds = validate_credentials(row["service"], [entry["auth_type"], *entry["also_accepts"]],
+                                                 body["credentials"])
+                except ValueError as e:
+                    raise BadRequest(str(e), field="credentials") from None
+                changes["credentials_enc"] = self.runtime.cipher.encrypt(instance_id, creds)
+            if not await store.update_instance(conn, instance_id, changes):
+                raise NotFound("no instance with this id", code="instance_not_found")
+            row = await store.get_instance(conn, instance_id)
+        assert row is not None
+        self.write_json(self.instance_view(row))
+
+    async def delete(self, instance: str) -> None:
+        instance_id = self.instance_id(instance)
+        async with self.runtime.db.connection() as conn:
+            if not await store.delete_instance(conn, instance_id):
+                raise NotFound("no instance with this id", code="instance_not_found")
+        self.set_status(204)
+        self.finish()
+
+
+class UserInstancesHandler(ApiHandler):
+    """GET /api/users/{email}/instances."""
+
+    async def get(self, email: str) -> None:
+        address = parse_email(email, "email")
+        async with self.runtime.db.connection() as conn:
+            rows = await store.user_instances(conn, address)
+        if rows is None:
+            raise NotFound("no user with this email", code="user_not_found")
+        self.write_json({"user": address, "instances": [self.instance_view(r) for r in rows]})
+
+
+class UsageHandler(ApiHandler):
+    """GET /api/instances/{id}/usage: calls, errors and latency, in total and per tool."""
+
+    async def get(self, instance: str) -> None:
+        instance_id = self.instance_id(instance)
+        async with self.runtime.db.connection() as conn:
+            row = await store.get_instance(conn, instance_id)
+            if row is None:
+                raise NotFound("no instance with this id", code="instance_not_found")
+            summary = await store.usage_summary(conn, instance_id)
+        t = summary["total"]
+
+        def ms(v: Any) -> float | None:
+            return None if v is None else round(float(v), 2)
+
+        self.write_json({
+            "instance_id": str(instance_id), "service": row["service"],
+            "calls": t["calls"], "errors": t["errors"],
+            "latency_ms": {"avg": ms(t["avg_ms"]), "p50": ms(t["p50_ms"]), "p95": ms(t["p95_ms"]),
+                           "max": ms(t["max_ms"])},
+            "first_call": t["first_call"], "last_call": t["last_call"],
+            "by_tool": [{"tool": r["tool"], "calls": r["calls"], "errors": r["errors"],
+                         "avg_latency_ms": ms(r["avg_ms"]), "last_call": r["last_call"]} for r in summary["by_tool"]],
+        })

@@ -1,0 +1,4 @@
+from mcp.app import run
+from services.figma import SERVICE
+
+run(SERVICE)
