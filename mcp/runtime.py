@@ -52,6 +52,10 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         """Create what needs the running loop: the upstream session and the usage flusher."""
+        self.ensure_started()
+
+    def ensure_started(self) -> None:
+        """Idempotent; must run inside the event loop (handlers call it, so embedded apps need no hook)."""
         if self.session is None:
             self.session = make_session(self.settings.upstream_timeout_s)
         self.usage.start()
@@ -65,7 +69,7 @@ class ServiceRuntime:
 
     def client_for(self, instance: Instance) -> Any:
         """The service's upstream client for one call, bound to this instance's credentials."""
-        if self.session is None:
-            raise RuntimeError("runtime not started")
+        self.ensure_started()
+        assert self.session is not None
         http = UpstreamHTTP(self.session, self.upstream_url, self.service.name)
         return self.service.client_factory(http, instance.credentials)

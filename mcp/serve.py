@@ -68,6 +68,7 @@ async def serve(
     shutdown_timeout_s: float = 3.5,
     max_body_size: int = 1 << 20,
     stop_event: asyncio.Event | None = None,
+    handle_signals: bool = True,
 ) -> None:
     """Serve until a signal (or ``stop_event``); raises PortInUse if the port is taken."""
     sockets = bind(port, host)
@@ -75,7 +76,8 @@ async def serve(
     server.add_sockets(sockets)
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     if on_start is not None:
         await on_start()
@@ -96,6 +98,6 @@ async def serve(
         pass
     if on_stop is not None:
         await on_stop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in signals:
         loop.remove_signal_handler(sig)
     log.info("stopped in %.2fs", time.monotonic() - started)

@@ -1,0 +1,48 @@
+"""The Figma service end to end: main API creates instances, the service calls the simulator."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+from tests.simulators.figma import user_for
+from tests.support import http
+
+
+def call(service, instance_id, name, arguments=None):
+    resp = http("POST", f"{service.url}/{instance_id}/mcp/call", {"name": name, "arguments": arguments or {}})
+    assert resp.status == 200, resp.body
+    return resp.json
+
+
+def test_get_me_sends_the_instance_token_as_x_figma_token(admin, figma_service, figma):
+    inst = admin.create_instance(credentials={"api_key": "figd_alpha"})
+    result = call(figma_service, inst["instance_id"], "get_me")
+    assert result["isError"] is False
+    assert result["structuredContent"] == user_for("figd_alpha")
+    [req] = figma.recorded("/v1/me")
+    assert req.method == "GET"
+    assert req.header("X-Figma-Token") == "figd_alpha"
+    assert req.header("Authorization") is None
+
+
+def test_oauth_credentials_use_bearer(admin, figma_service, figma):
+    inst = admin.create_instance(credentials={"access_token": "figu_oauth"})
+    result = call(figma_service, inst["instance_id"], "get_me")
+    assert result["structuredContent"]["id"] == user_for("figu_oauth")["id"]
+    [req] = figma.recorded("/v1/me")
+    assert req.header("Authorization") == "Bearer figu_oauth"
+    assert req.header("X-Figma-Token") is None
+
+
+def test_concurrent_calls_of_two_instances_never_cross_tokens(admin, figma_service, figma):
+    a = admin.create_instance(user="a@example.com", credentials={"api_key": "figd_token_a"})
+    b = admin.create_instance(user="b@example.com", credentials={"api_key": "figd_token_b"})
+    figma.delay = 0.01
+    jobs = [(a, "figd_token_a"), (b, "figd_token_b")] * 40
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda j: (j[1], call(figma_service, j[0]["instance_id"], "get_me")), jobs))
+    for token, result in results:
+        assert result["structuredContent"]["id"] == user_for(token)["id"]
+    seen = {r.header("X-Figma-Token") for r in figma.recorded("/v1/me")}
+    assert seen == {"figd_token_a", "figd_token_b"}
+    assert len(figma.recorded("/v1/me")) == 80
