@@ -15,7 +15,6 @@ from aiohttp import web
 
 from tests.simulators.base import Simulator
 
-
 TOKEN = web.RequestKey("token", str)
 
 
