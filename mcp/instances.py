@@ -78,9 +78,12 @@ class InstanceResolver:
         self.clock: Callable[[], float] = time.monotonic
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._cache: dict[uuid.UUID, tuple[float, Instance | None]] = {}
+        # Bumped by every invalidation: a lookup that raced with one must not cache what it read.
+        self._generation = 0
 
     def invalidate(self, instance_id: uuid.UUID | None = None) -> None:
         """Forget one instance (or all of them) so the next request reads the database."""
+        self._generation += 1
         if instance_id is None:
             self._cache.clear()
         else:
@@ -92,10 +95,12 @@ class InstanceResolver:
         now = self.clock()
         if hit is not None and hit[0] > now:
             return hit[1]
+        generation = self._generation
         instance = await self._load(instance_id)
-        if len(self._cache) > 100_000:
-            self._cache.clear()
-        self._cache[instance_id] = (now + self.ttl_s, instance)
+        if generation == self._generation:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[instance_id] = (now + self.ttl_s, instance)
         return instance
 
     async def resolve(self, segment: str) -> Instance:

@@ -11,6 +11,7 @@ import aiohttp
 from mcp.config import Settings
 from mcp.db import Database
 from mcp.instances import Instance, InstanceResolver
+from mcp.invalidation import InvalidationListener
 from mcp.service import Service
 from mcp.tools import ToolRegistry
 from mcp.upstream import UpstreamHTTP, make_session
@@ -33,6 +34,7 @@ class ServiceRuntime:
     inflight: InFlight = field(default_factory=InFlight)
     started_at: float = field(default_factory=time.time)
     session: aiohttp.ClientSession | None = None
+    listener: InvalidationListener | None = None
 
     @classmethod
     def create(cls, service: Service, settings: Settings, port: int | None = None) -> ServiceRuntime:
@@ -58,9 +60,14 @@ class ServiceRuntime:
         """Idempotent; must run inside the event loop (handlers call it, so embedded apps need no hook)."""
         if self.session is None:
             self.session = make_session(self.settings.upstream_timeout_s)
+        if self.listener is None:
+            self.listener = InvalidationListener(lambda: self.db.conninfo, self.resolver)
+            self.listener.start()
         self.usage.start()
 
     async def stop(self) -> None:
+        if self.listener is not None:
+            await self.listener.stop()
         await self.usage.close()
         await self.db.close()
         if self.session is not None:

@@ -66,11 +66,15 @@ async def serve(
     on_start: Callable[[], Awaitable[None]] | None = None,
     on_stop: Callable[[], Awaitable[None]] | None = None,
     shutdown_timeout_s: float = 3.5,
-    max_body_size: int = 1 << 20,
+    max_body_size: int = 16 << 20,
     stop_event: asyncio.Event | None = None,
     handle_signals: bool = True,
 ) -> None:
-    """Serve until a signal (or ``stop_event``); raises PortInUse if the port is taken."""
+    """Serve until a signal (or ``stop_event``); raises PortInUse if the port is taken.
+
+    ``max_body_size`` is only the connection-level hard cap; handlers refuse bodies over the
+    application's ``max_body_bytes`` with a JSON 413 before reading them.
+    """
     sockets = bind(port, host)
     server = tornado.httpserver.HTTPServer(app, max_body_size=max_body_size, idle_connection_timeout=60)
     server.add_sockets(sockets)

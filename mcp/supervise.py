@@ -184,8 +184,10 @@ class SupervisorConfig:
             raise ConfigError("no command given; put it after '--'")
         if self.port is not None and not 0 < self.port < 65536:
             raise ConfigError(f"--port must be between 1 and 65535, got {self.port}")
-        if self.health_url is not None and urllib.parse.urlsplit(self.health_url).scheme not in ("http", "https"):
-            raise ConfigError(f"--health-url must be an http(s) URL, got {self.health_url!r}")
+        if self.health_url is not None:
+            url = urllib.parse.urlsplit(self.health_url)
+            _require(url.scheme in ("http", "https") and bool(url.hostname),
+                     f"--health-url must be an http(s) URL with a host, got {self.health_url!r}")
         _require(self.max_restarts >= 0, "--max-restarts must not be negative")
         _require(self.unhealthy_threshold >= 1, "--unhealthy-threshold must be at least 1")
         _require(self.log_max_bytes >= 1, "--log-max-bytes must be positive")
@@ -237,7 +239,8 @@ def _resolve(opt: _Option, given: Any, env: Mapping[str, str]) -> Any:
     try:
         return opt.kind(raw)
     except ValueError:
-        raise ConfigError(f"{source} must be {opt.kind.__name__}, got {raw!r}") from None
+        what = "an integer" if opt.kind is int else "a number"
+        raise ConfigError(f"{source} must be {what}, got {raw!r}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -300,6 +303,7 @@ class LogFile:
         return found
 
     def close(self) -> None:
+        """Release the file descriptor; later writes are a bug."""
         with contextlib.suppress(OSError):
             os.close(self._fd)
 
@@ -636,6 +640,7 @@ class Supervisor:
         self._stop.set()
 
     def close(self) -> None:
+        """Release the log files once the loop has ended."""
         self.out_log.close()
         self.error_log.close()
 
@@ -832,7 +837,9 @@ class Supervisor:
             remaining = deadline - self.monotonic()
             if ok or remaining <= 0:
                 self._record_health(ok)
-                if not ok:
+                if ok:
+                    log.info("healthy after %.1fs", self.monotonic() - started)
+                else:
                     log.warning("no healthy answer from %s within %gs", url, self.config.health_timeout)
                 return ok
             await asyncio.sleep(min(STARTUP_POLL_INTERVAL, remaining))
@@ -846,7 +853,8 @@ class Supervisor:
     def _record_health(self, ok: bool) -> None:
         health = "healthy" if ok else "unhealthy"
         if health != self.state.health and self.state.health != "unknown":
-            log.warning("health changed from %s to %s", self.state.health, health)
+            level = logging.INFO if ok else logging.WARNING
+            log.log(level, "health changed from %s to %s", self.state.health, health)
         self.state.health, self.state.last_health_at = health, self.clock()
         self.save()
 

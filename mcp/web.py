@@ -60,12 +60,23 @@ class InFlight:
         self.count = 0
 
 
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+
+
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
-    """Answers every outcome, errors included, as JSON; never HTML, never a traceback."""
+    """Answers every outcome, errors included, as JSON; never HTML, never a traceback.
+
+    Bodies are streamed so an oversized one is refused with a JSON 413 (application setting
+    ``max_body_bytes``) before it is read into memory.
+    """
 
     def initialize(self, inflight: InFlight | None = None, **_: Any) -> None:
         self._inflight = inflight
         self._counted = False
+        self._body = bytearray()
+        self._too_large = False
+        self._max_body = int(self.application.settings.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES))
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -77,6 +88,18 @@ class BaseHandler(tornado.web.RequestHandler):
         if self._inflight is not None:
             self._inflight.count += 1
             self._counted = True
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > self._max_body:
+            raise PayloadTooLarge(f"the request body is larger than {self._max_body} bytes")
+
+    def data_received(self, chunk: bytes) -> None:
+        # A chunked body has no Content-Length to refuse up front: keep reading (bounded by the
+        # server's hard cap) but stop storing, and refuse it when the handler asks for it.
+        if self._too_large or len(self._body) + len(chunk) > self._max_body:
+            self._too_large = True
+            self._body.clear()
+            return
+        self._body += chunk
 
     def _uncount(self) -> None:
         if self._counted and self._inflight is not None:
@@ -95,7 +118,9 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object, or BadRequest saying what is wrong with it."""
-        raw = self.request.body
+        if self._too_large:
+            raise PayloadTooLarge(f"the request body is larger than {self._max_body} bytes")
+        raw = bytes(self._body)
         if not raw:
             raise BadRequest("the request body is empty; send a JSON object", code="empty_body")
         try:
@@ -144,9 +169,6 @@ class BaseHandler(tornado.web.RequestHandler):
             return
         log.error("uncaught exception in %s %s", self.request.method, scrub_path(self.request.path),
                   exc_info=(typ, value, tb))
-
-    def data_received(self, chunk: bytes) -> None:  # pragma: no cover - not streaming
-        pass
 
 
 class NotFoundHandler(BaseHandler):

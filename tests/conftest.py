@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -32,7 +34,7 @@ ADMIN_TOKEN = "test-admin-token"
 
 
 @pytest.fixture(scope="session")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_url() -> Iterator[str]:
     """The server's maintenance URL; embedded PostgreSQL in a temporary folder by default."""
     external = os.environ.get("TEST_DATABASE_URL")
     if external:
@@ -40,11 +42,16 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     import pgserver
 
+    # Not under pytest's tmp dir: that is private to root (0700) and, run as root, pgserver's
+    # PostgreSQL runs as its own unprivileged user, which must be able to reach the data folder.
+    data = Path(tempfile.mkdtemp(prefix="mcp-test-pg-"))
+    data.chmod(0o755)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+        server = pgserver.get_server(data, cleanup_mode="stop")
     yield server.get_uri()
     server.cleanup()
+    shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

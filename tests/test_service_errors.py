@@ -1,0 +1,142 @@
+"""Every client mistake on a service gets a JSON error with the right status; never HTML or a traceback."""
+
+from __future__ import annotations
+
+import http.client as http_client
+import json
+
+import pytest
+
+from tests.support import http
+
+
+@pytest.fixture
+def instance(admin):
+    return admin.create_instance(credentials={"api_key": "figd_secret_value"})["instance_id"]
+
+
+def assert_json_error(resp, status, code=None):
+    assert resp.status == status, resp.body
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json
+    assert body["error"]["message"]
+    if code:
+        assert body["error"]["code"] == code
+    text = resp.body.decode()
+    assert "Traceback" not in text and "<html" not in text.lower() and "figd_secret_value" not in text
+
+
+def test_unknown_route(figma_service):
+    assert_json_error(http("GET", figma_service.url + "/nothing/here/at/all"), 404, "not_found")
+    assert_json_error(http("DELETE", figma_service.url + "/"), 404, "not_found")
+
+
+def test_wrong_method(figma_service, instance):
+    assert_json_error(http("GET", f"{figma_service.url}/{instance}/mcp/call"), 405, "method_not_allowed")
+    assert_json_error(http("POST", f"{figma_service.url}/{instance}/mcp/tools", {}), 405)
+    assert_json_error(http("POST", figma_service.url + "/health", {}), 405)
+
+
+@pytest.mark.parametrize("raw,code", [
+    (b"", "empty_body"), (b"{nope", "invalid_json"), (b"[]", "invalid_json"), (b"\xc3\x28", "invalid_json"),
+    (b"[" * 100000, "invalid_json"),
+])
+def test_malformed_json(figma_service, instance, raw, code):
+    assert_json_error(http("POST", f"{figma_service.url}/{instance}/mcp/call", raw=raw), 400, code)
+
+
+@pytest.mark.parametrize("body,status,field", [
+    ({}, 400, "name"), ({"name": ""}, 400, "name"), ({"name": 5}, 400, "name"),
+    ({"name": "get_me", "arguments": []}, 400, "arguments"), ({"name": "no_such_tool"}, 404, "name"),
+])
+def test_missing_or_wrong_fields(figma_service, instance, body, status, field, figma):
+    resp = http("POST", f"{figma_service.url}/{instance}/mcp/call", body)
+    assert_json_error(resp, status)
+    assert resp.json["error"]["field"] == field
+    assert figma.recorded() == []
+
+
+def test_invalid_arguments_are_an_is_error_result_naming_the_field(figma_service, instance, figma):
+    resp = http("POST", f"{figma_service.url}/{instance}/mcp/call",
+                {"name": "render_images", "arguments": {"file_key": "abc", "ids": ["1:2"], "scale": 9}})
+    assert resp.status == 200
+    result = resp.json
+    assert result["isError"] is True
+    assert result["structuredContent"]["field"] == "scale"
+    assert "scale" in result["content"][0]["text"]
+    assert figma.recorded() == []
+
+
+def test_body_too_large_is_refused_before_it_is_read(figma_service, instance):
+    conn = http_client.HTTPConnection("127.0.0.1", figma_service.port, timeout=10)
+    conn.putrequest("POST", f"/{instance}/mcp/call")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(5 << 20))
+    conn.endheaders()  # the body is never sent: the answer must not wait for it
+    resp = conn.getresponse()
+    assert resp.status == 413
+    assert json.loads(resp.read())["error"]["code"] == "payload_too_large"
+    conn.close()
+
+
+def test_chunked_body_too_large_is_413(figma_service, instance):
+    def chunks():
+        for _ in range(40):
+            yield b"x" * 65536
+
+    conn = http_client.HTTPConnection("127.0.0.1", figma_service.port, timeout=10)
+    conn.request("POST", f"/{instance}/mcp/call", body=chunks(), encode_chunked=True,
+                 headers={"Transfer-Encoding": "chunked"})
+    resp = conn.getresponse()
+    assert resp.status == 413
+    assert json.loads(resp.read())["error"]["code"] == "payload_too_large"
+    conn.close()
+
+
+@pytest.mark.parametrize("status,headers,code,words", [
+    (401, {}, "unauthorized", "replace"),
+    (403, {}, "forbidden", "token"),
+    (404, {}, "not_found", "file key"),
+    (429, {"Retry-After": "42", "X-Figma-Rate-Limit-Type": "low"}, "rate_limited", "42"),
+    (500, {}, "upstream_unavailable", "try again"),
+])
+def test_upstream_failures_become_is_error_results(figma_service, instance, figma, status, headers, code, words):
+    figma.fail("/v1/files/abc", status, {"status": status, "err": "nope"}, headers)
+    resp = http("POST", f"{figma_service.url}/{instance}/mcp/call",
+                {"name": "get_file", "arguments": {"file_key": "abc"}})
+    assert resp.status == 200
+    result = resp.json
+    assert result["isError"] is True
+    err = result["structuredContent"]
+    assert err["upstream"] == "figma" and err["status"] == status and err["code"] == code
+    assert words in result["content"][0]["text"]
+    if status == 429:
+        assert err["retry_after_s"] == 42 and err["rate_limit_type"] == "low"
+
+
+def test_unreachable_upstream_is_an_is_error_result(admin, env, tmp_path):
+    from services.figma import SERVICE
+    from tests.conftest import start_service
+    from tests.support import free_port
+
+    server, _ = start_service(SERVICE, {**env, "FIGMA_API_URL": f"http://127.0.0.1:{free_port()}"})
+    try:
+        iid = admin.create_instance()["instance_id"]
+        result = http("POST", f"{server.url}/{iid}/mcp/call", {"name": "get_me"}).json
+        assert result["isError"] is True and result["structuredContent"]["code"] == "unreachable"
+    finally:
+        server.stop()
+
+
+def test_direct_endpoint(figma_service, instance, figma):
+    ok = http("GET", f"{figma_service.url}/{instance}/api/files/abc123?depth=1")
+    assert ok.status == 200 and ok.json["name"] == "File abc123"
+    [req] = figma.recorded("/v1/files/abc123")
+    assert req.query == {"depth": "1"} and req.header("X-Figma-Token") == "figd_secret_value"
+    assert_json_error(http("GET", f"{figma_service.url}/{instance}/api/files/missing"), 404, "upstream_not_found")
+    assert_json_error(http("GET", f"{figma_service.url}/{instance}/api/files/abc?depth=x"), 400)
+    assert_json_error(http("GET", f"{figma_service.url}/{instance}/api/files/a.b"), 400)
+    figma.fail("/v1/files/abc", 429, {"status": 429, "err": "Rate limit"}, {"Retry-After": "7"})
+    limited = http("GET", f"{figma_service.url}/{instance}/api/files/abc")
+    assert_json_error(limited, 429)
+    assert limited.headers["retry-after"] == "7"
