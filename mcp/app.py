@@ -40,6 +40,7 @@ def make_app(runtime: ServiceRuntime) -> tornado.web.Application:
         default_handler_args={"inflight": runtime.inflight},
         log_function=log_request,
         compress_response=False,
+        max_body_bytes=runtime.settings.max_body_bytes,
     )
 
 

@@ -56,6 +56,7 @@ class Settings:
     usage_flush_interval_s: float = 1.0
     usage_buffer_max: int = 50_000
     shutdown_timeout_s: float = 3.5
+    max_body_bytes: int = 1 << 20
     log_level: str = "INFO"
     environ: Mapping[str, str] | None = None
 
@@ -100,6 +101,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         usage_flush_interval_s=_float(env, "USAGE_FLUSH_INTERVAL", 1.0),
         usage_buffer_max=_int(env, "USAGE_BUFFER_MAX", 50_000),
         shutdown_timeout_s=_float(env, "SHUTDOWN_TIMEOUT", 3.5),
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", 1 << 20),
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
         environ=env,
     )

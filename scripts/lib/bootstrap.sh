@@ -34,10 +34,12 @@ ensure_venv() {
   local stamp
   stamp="$(sha256sum pyproject.toml | cut -d' ' -f1)"
   if [ "$(cat "$VENV/.installed" 2>/dev/null || true)" != "$stamp" ]; then
-    say "installing the project and its dependencies into .venv"
-    "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-    "$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]" \
-      || die "pip install failed; see the output above"
+    say "installing the project and its dependencies into .venv (log: .venv/install.log)"
+    if ! { "$PY" -m pip install --disable-pip-version-check --upgrade pip &&
+           "$PY" -m pip install --disable-pip-version-check -e ".[test]"; } > "$VENV/install.log" 2>&1; then
+      tail -n 30 "$VENV/install.log" >&2
+      die "pip install failed; the whole log is in .venv/install.log"
+    fi
     echo "$stamp" > "$VENV/.installed"
   fi
   export PATH="$VENV/bin:$PATH"

@@ -43,6 +43,7 @@ def make_app(runtime: ApiRuntime) -> tornado.web.Application:
         default_handler_class=NotFoundHandler,
         default_handler_args={"inflight": runtime.inflight},
         log_function=log_request,
+        max_body_bytes=runtime.settings.max_body_bytes,
     )
 
 
