@@ -43,9 +43,11 @@ class DiscoveredService:
     directory: Path
     sql_file: Path
     config: ServiceConfig
+    module_name: str  # where the package was imported (sys.modules key)
 
     @property
     def module(self) -> str:
+        """How the Procfile starts it: python -m services.<dir>."""
         return f"services.{self.directory.name}"
 
 
@@ -88,7 +90,7 @@ def discover_services(root: Path) -> list[DiscoveredService]:
         config = getattr(module, "SERVICE_CONFIG", None)
         if not isinstance(config, ServiceConfig):
             raise MigrationError(f"{rel}: services.{directory.name} has no SERVICE_CONFIG (a ServiceConfig)")
-        found.append(DiscoveredService(directory, sql_file, config))
+        found.append(DiscoveredService(directory, sql_file, config, module.__name__))
     by_name: dict[str, DiscoveredService] = {}
     by_port: dict[int, DiscoveredService] = {}
     for svc in found:

@@ -13,7 +13,7 @@ from mcp.handlers import HealthHandler, InstanceHealthHandler, ToolCallHandler, 
 from mcp.runtime import ServiceRuntime
 from mcp.serve import EXIT_CONFIG, EXIT_PORT_IN_USE, PortInUse, configure_logging, serve
 from mcp.service import Service
-from mcp.web import NotFoundHandler, log_request
+from mcp.web import MetricsHandler, NotFoundHandler, request_logger
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ def make_app(runtime: ServiceRuntime) -> tornado.web.Application:
     kw = {"runtime": runtime}
     routes: list[tuple[str, type, dict]] = [
         (r"/health", HealthHandler, kw),
+        (r"/metrics", MetricsHandler, {"metrics": runtime.metrics, "inflight": runtime.inflight}),
         (rf"/{INSTANCE}/health", InstanceHealthHandler, kw),
         (rf"/{INSTANCE}/mcp/tools", ToolsListHandler, kw),
         (rf"/{INSTANCE}/mcp/call", ToolCallHandler, kw),
@@ -38,7 +39,7 @@ def make_app(runtime: ServiceRuntime) -> tornado.web.Application:
         routes,
         default_handler_class=NotFoundHandler,
         default_handler_args={"inflight": runtime.inflight},
-        log_function=log_request,
+        log_function=request_logger(runtime.metrics),
         compress_response=False,
         max_body_bytes=runtime.settings.max_body_bytes,
     )

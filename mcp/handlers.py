@@ -86,6 +86,7 @@ class ToolCallHandler(InstanceHandler):
         tool = registry.get(body.get("name"))
         started = time.perf_counter()
         outcome = await registry.call(tool, body.get("arguments"), self.client)
-        self.runtime.usage.record(self.instance.id, self.runtime.service.name, tool.name, outcome.outcome,
-                                  time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.runtime.usage.record(self.instance.id, self.runtime.service.name, tool.name, outcome.outcome, elapsed)
+        self.runtime.metrics.tool_call(tool.name, outcome.outcome, elapsed, outcome.upstream_code, outcome.upstream)
         self.write_json(outcome.result)

@@ -12,6 +12,7 @@ from mcp.config import Settings
 from mcp.db import Database
 from mcp.instances import Instance, InstanceResolver
 from mcp.invalidation import InvalidationListener
+from mcp.metrics import Metrics
 from mcp.service import Service
 from mcp.tools import ToolRegistry
 from mcp.upstream import UpstreamHTTP, make_session
@@ -31,6 +32,7 @@ class ServiceRuntime:
     usage: UsageRecorder
     registry: ToolRegistry
     upstream_url: str
+    metrics: Metrics
     inflight: InFlight = field(default_factory=InFlight)
     started_at: float = field(default_factory=time.time)
     session: aiohttp.ClientSession | None = None
@@ -40,14 +42,19 @@ class ServiceRuntime:
     def create(cls, service: Service, settings: Settings, port: int | None = None) -> ServiceRuntime:
         db = Database(settings.database_url, settings.embedded_url_file, timeout_s=settings.db_timeout_s,
                       max_size=settings.db_pool_max, application_name=f"mcp-{service.name}")
+        usage = UsageRecorder(db, interval_s=settings.usage_flush_interval_s, max_buffer=settings.usage_buffer_max)
+        metrics = Metrics(service.name)
+        metrics.gauge("mcp_usage_records_pending", "Usage records waiting to be written", lambda: usage.pending)
+        metrics.gauge("mcp_usage_records_dropped", "Usage records dropped (buffer full or unwritable)",
+                      lambda: usage.dropped)
         return cls(
             service=service,
             settings=settings,
             port=port if port is not None else service.config.port,
             db=db,
             resolver=InstanceResolver(db, settings.cipher(), service.name, settings.instance_cache_ttl_s),
-            usage=UsageRecorder(db, interval_s=settings.usage_flush_interval_s,
-                                max_buffer=settings.usage_buffer_max),
+            usage=usage,
+            metrics=metrics,
             registry=ToolRegistry(service.tools),
             upstream_url=settings.get(service.upstream_url_env) or service.upstream_default_url,
         )

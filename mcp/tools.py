@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from mcp.errors import BadRequest, NotFound, ToolError
+from mcp.errors import BadRequest, NotFound, ToolError, UpstreamError
 from mcp.schema import Check, SchemaError, compile_schema
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,12 @@ class Tool:
 
 @dataclass(frozen=True)
 class CallOutcome:
-    """A CallToolResult plus the outcome label recorded for usage."""
+    """A CallToolResult plus what usage and metrics record about it."""
 
     result: dict[str, Any]
     outcome: str
+    upstream: str | None = None
+    upstream_code: str | None = None
 
 
 def text_result(text: str, *, is_error: bool, structured: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -131,6 +133,9 @@ class ToolRegistry:
             )
         try:
             data = await tool.handler(client, args)
+        except UpstreamError as e:
+            return CallOutcome(text_result(e.message, is_error=True, structured=e.structured()), OUTCOME_ERROR,
+                               upstream=e.upstream, upstream_code=e.code)
         except ToolError as e:
             return CallOutcome(text_result(e.message, is_error=True, structured=e.structured()), OUTCOME_ERROR)
         except Exception:

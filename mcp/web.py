@@ -6,12 +6,14 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import tornado.web
 
 from mcp.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, PlatformError
+from mcp.metrics import Metrics
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("mcp.access")
@@ -31,13 +33,19 @@ def scrub_path(path: str) -> str:
     return _UUID_SEGMENT.sub("/{instance}", path)
 
 
-def log_request(handler: tornado.web.RequestHandler) -> None:
-    """Access log line without instance ids or query strings (which may carry tokens)."""
-    status = handler.get_status()
-    req = handler.request
-    level = logging.INFO if status < 500 else logging.ERROR
-    access_log.log(level, "%d %s %s %.1fms", status, req.method, scrub_path(req.path),
-                   1000.0 * req.request_time())
+def request_logger(metrics: Metrics) -> Callable[[tornado.web.RequestHandler], None]:
+    """The application's log_function: an access log line and request metrics, per request."""
+
+    def log_request(handler: tornado.web.RequestHandler) -> None:
+        # No instance ids (bearer capabilities) and no query strings (which may carry tokens).
+        status = handler.get_status()
+        req = handler.request
+        seconds = req.request_time()
+        level = logging.INFO if status < 500 else logging.ERROR
+        access_log.log(level, "%d %s %s %.1fms", status, req.method, scrub_path(req.path), 1000.0 * seconds)
+        metrics.request(type(handler).__name__, req.method or "", status, seconds)
+
+    return log_request
 
 
 def _json_default(value: Any) -> Any:
@@ -169,6 +177,18 @@ class BaseHandler(tornado.web.RequestHandler):
             return
         log.error("uncaught exception in %s %s", self.request.method, scrub_path(self.request.path),
                   exc_info=(typ, value, tb))
+
+
+class MetricsHandler(BaseHandler):
+    """GET /metrics: the process's metrics in the Prometheus text format."""
+
+    def initialize(self, metrics: Metrics, inflight: InFlight | None = None, **_: Any) -> None:  # type: ignore[override]
+        super().initialize(inflight=inflight)
+        self.metrics = metrics
+
+    async def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(self.metrics.render())
 
 
 class NotFoundHandler(BaseHandler):

@@ -46,3 +46,18 @@ def test_concurrent_calls_of_two_instances_never_cross_tokens(admin, figma_servi
     seen = {r.header("X-Figma-Token") for r in figma.recorded("/v1/me")}
     assert seen == {"figd_token_a", "figd_token_b"}
     assert len(figma.recorded("/v1/me")) == 80
+
+
+def test_metrics_count_calls_by_tool_and_outcome_without_instance_ids(admin, figma_service, figma):
+    inst = admin.create_instance(credentials={"api_key": "figd_m"})
+    call(figma_service, inst["instance_id"], "get_me")
+    figma.fail("/v1/me", 429, {"status": 429, "err": "Rate limit"}, {"Retry-After": "3"})
+    call(figma_service, inst["instance_id"], "get_me")
+    text = http("GET", figma_service.url + "/metrics").body.decode()
+    assert 'mcp_tool_calls_total{process="figma",outcome="ok",tool="get_me"} 1' in text
+    assert 'mcp_tool_calls_total{process="figma",outcome="error",tool="get_me"} 1' in text
+    assert 'mcp_upstream_errors_total{process="figma",code="rate_limited",upstream="figma"} 1' in text
+    assert 'mcp_tool_call_duration_seconds_count{process="figma",tool="get_me"} 2' in text
+    assert 'mcp_http_requests_total{process="figma",handler="ToolCallHandler",method="POST",status="200"} 2' in text
+    assert "mcp_process_uptime_seconds" in text
+    assert inst["instance_id"] not in text and "ada@example.com" not in text

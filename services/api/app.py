@@ -12,7 +12,7 @@ from mcp.config import ConfigError, load_settings
 from mcp.db import Database
 from mcp.serve import EXIT_CONFIG, EXIT_PORT_IN_USE, PortInUse, configure_logging, serve
 from mcp.upstream import make_session
-from mcp.web import NotFoundHandler, log_request
+from mcp.web import MetricsHandler, NotFoundHandler, request_logger
 from services.api import API_PORT
 from services.api.handlers import (
     ApiRuntime,
@@ -34,6 +34,7 @@ def make_app(runtime: ApiRuntime) -> tornado.web.Application:
     return tornado.web.Application(
         [
             (r"/health", HealthHandler, kw),
+            (r"/metrics", MetricsHandler, {"metrics": runtime.metrics, "inflight": runtime.inflight}),
             (r"/api/services", ServicesHandler, kw),
             (r"/api/instances", InstancesHandler, kw),
             (rf"/api/instances/{ID}", InstanceHandler, kw),
@@ -42,7 +43,7 @@ def make_app(runtime: ApiRuntime) -> tornado.web.Application:
         ],
         default_handler_class=NotFoundHandler,
         default_handler_args={"inflight": runtime.inflight},
-        log_function=log_request,
+        log_function=request_logger(runtime.metrics),
         max_body_bytes=runtime.settings.max_body_bytes,
     )
 

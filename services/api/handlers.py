@@ -18,6 +18,7 @@ from mcp.crypto import CredentialCipher
 from mcp.db import Database
 from mcp.errors import BadRequest, NotFound, Unauthorized
 from mcp.instances import parse_instance_id
+from mcp.metrics import Metrics
 from mcp.service import validate_credentials
 from mcp.web import BaseHandler, InFlight
 from services.api import API_NAME, API_PORT, API_VERSION, store
@@ -32,6 +33,7 @@ class ApiRuntime:
     db: Database
     cipher: CredentialCipher
     port: int = API_PORT
+    metrics: Metrics = field(default_factory=lambda: Metrics(API_NAME))
     inflight: InFlight = field(default_factory=InFlight)
     started_at: float = field(default_factory=time.time)
     session: aiohttp.ClientSession | None = None
