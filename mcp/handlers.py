@@ -9,6 +9,7 @@ from typing import Any
 from mcp.errors import NotFound, UpstreamError
 from mcp.instances import Instance, parse_instance_id
 from mcp.runtime import ServiceRuntime
+from mcp.tools import redact
 from mcp.web import BaseHandler
 
 
@@ -89,4 +90,7 @@ class ToolCallHandler(InstanceHandler):
         elapsed = time.perf_counter() - started
         self.runtime.usage.record(self.instance.id, self.runtime.service.name, tool.name, outcome.outcome, elapsed)
         self.runtime.metrics.tool_call(tool.name, outcome.outcome, elapsed, outcome.upstream_code, outcome.upstream)
-        self.write_json(outcome.result)
+        result = outcome.result
+        if result["isError"]:
+            result = redact(result, self.instance.credentials.values())
+        self.write_json(result)

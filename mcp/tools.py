@@ -70,6 +70,23 @@ def text_result(text: str, *, is_error: bool, structured: dict[str, Any] | None 
     return result
 
 
+def redact(value: Any, secrets: Iterable[str]) -> Any:
+    """A copy of a JSON value with every occurrence of the given secrets replaced.
+
+    Upstreams sometimes quote the token they rejected; an error result must not carry it back.
+    """
+    secrets = [s for s in secrets if len(s) >= 4]
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "[redacted]")
+        return value
+    if isinstance(value, dict):
+        return {k: redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, secrets) for v in value]
+    return value
+
+
 def data_result(data: Any) -> dict[str, Any]:
     """Shape a handler's return value as a CallToolResult (structured data plus a text block)."""
     if isinstance(data, str):

@@ -130,3 +130,23 @@ def test_api_refuses_to_start_without_admin_token(env):
     out = subprocess.run([sys.executable, "-m", "services.api"], cwd=ROOT, capture_output=True, text=True,
                          env={**env, "ADMIN_TOKEN": "", "API_PORT": str(free_port())}, timeout=30)
     assert out.returncode == 78 and "ADMIN_TOKEN" in out.stderr
+
+
+def test_logs_never_contain_credentials_or_instance_ids(admin, spawn, figma):
+    service = spawn("services.figma", "FIGMA_PORT", {"LOG_LEVEL": "DEBUG"})
+    secret = "figd_PLANTED_SECRET_4242"
+    iid = admin.create_instance(credentials={"api_key": secret})["instance_id"]
+    base = f"{service.url}/{iid}"
+    http("POST", base + "/mcp/call", {"name": "get_me"})
+    figma.fail("/v1/me", 401, {"status": 401, "err": f"token {secret} is invalid"})
+    failed = http("POST", base + "/mcp/call", {"name": "get_me"})
+    http("GET", base + "/mcp/tools")
+    http("GET", base + "/api/files/missing?token=" + secret)
+    http("POST", base + "/mcp/call", raw=b"{broken")
+    assert service.stop() == 0
+    output = service.output()
+    assert "POST /{instance}/mcp/call" in output  # the access log is there, scrubbed
+    assert secret not in output and iid not in output
+    # Figma quoting the token back in its error does not carry it to the client either.
+    assert failed.status == 200 and failed.json["isError"] is True
+    assert secret not in failed.body.decode() and "[redacted]" in failed.body.decode()
