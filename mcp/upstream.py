@@ -11,6 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -88,9 +89,14 @@ class UpstreamHTTP:
     ) -> UpstreamResponse:
         """Send one request (``url`` overrides base_url + path, for pagination links).
 
-        Raises UpstreamError(code="timeout" | "unreachable") when no HTTP answer arrives;
-        any HTTP answer, error statuses included, is returned for the service to interpret.
+        Raises UpstreamError(code="timeout" | "unreachable") when no HTTP answer arrives, and
+        UpstreamError(code="bad_response") for a ``url`` on another origin than base_url (a
+        pagination link pointing elsewhere would otherwise receive the instance's credentials).
+        Any HTTP answer, error statuses included, is returned for the service to interpret.
         """
+        if url is not None and _origin(url) != _origin(self.base_url):
+            raise UpstreamError(self.upstream, f"{self.upstream} sent a link to another host; it was not followed",
+                                code="bad_response")
         target = url or f"{self.base_url}{path}"
         clean_params = None
         if params:
@@ -113,6 +119,12 @@ class UpstreamHTTP:
                 f"could not reach {self.upstream} ({type(e).__name__}); check the network or try again later",
                 code="unreachable",
             ) from None
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
 
 
 def _param(v: Any) -> str:

@@ -1,0 +1,4 @@
+from mcp.app import run
+from services.github import SERVICE
+
+run(SERVICE)
