@@ -99,9 +99,14 @@ def compile_schema(schema: dict[str, Any]) -> Check:
             checks.append(check_len)
     if "pattern" in schema:
         rx = re.compile(schema["pattern"])
+        # ECMA's "$" matches only at the very end; Python's also before a final newline.
+        anchored = rx.pattern.endswith("$") and not rx.pattern.endswith("\\$")
 
         def check_pattern(v: Any, p: str) -> None:
-            if isinstance(v, str) and not rx.search(v):
+            if not isinstance(v, str):
+                return
+            m = rx.search(v)
+            if m is None or (anchored and m.end() != len(v)):
                 raise SchemaError(p, f"must match {rx.pattern!r}")
 
         checks.append(check_pattern)
