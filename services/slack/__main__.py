@@ -1,0 +1,4 @@
+from mcp.app import run
+from services.slack import SERVICE
+
+run(SERVICE)
