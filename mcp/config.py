@@ -57,6 +57,10 @@ class Settings:
     usage_buffer_max: int = 50_000
     shutdown_timeout_s: float = 3.5
     max_body_bytes: int = 1 << 20
+    rate_limit_per_minute: float = 600.0
+    rate_limit_burst: float = 60.0
+    upstream_concurrency: int = 8
+    unknown_id_limit_per_minute: float = 60.0
     log_level: str = "INFO"
     environ: Mapping[str, str] | None = None
 
@@ -102,6 +106,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         usage_buffer_max=_int(env, "USAGE_BUFFER_MAX", 50_000),
         shutdown_timeout_s=_float(env, "SHUTDOWN_TIMEOUT", 3.5),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 1 << 20),
+        rate_limit_per_minute=_float(env, "RATE_LIMIT_PER_MINUTE", 600.0),
+        rate_limit_burst=_float(env, "RATE_LIMIT_BURST", 60.0),
+        upstream_concurrency=_int(env, "UPSTREAM_CONCURRENCY_PER_INSTANCE", 8),
+        unknown_id_limit_per_minute=_float(env, "UNKNOWN_ID_LIMIT_PER_MINUTE", 60.0),
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
         environ=env,
     )

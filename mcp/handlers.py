@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from mcp.errors import NotFound, UpstreamError
+from mcp.errors import NotFound, TooManyRequests, UpstreamError
 from mcp.instances import Instance, parse_instance_id
 from mcp.runtime import ServiceRuntime
 from mcp.tools import redact
@@ -59,7 +59,20 @@ class InstanceHandler(ServiceHandler):
 
     async def prepare(self) -> None:
         await super().prepare()
-        self.instance = await self.runtime.resolver.resolve(self.path_kwargs["instance"])
+        rt = self.runtime
+        client = self.request.remote_ip or "unknown"
+        # Guessing ids is answered from memory once a client has used up its unknown-id budget.
+        wait = rt.probe_limiter.blocked(client)
+        if wait and not rt.resolver.is_cached(self.path_kwargs["instance"]):
+            raise TooManyRequests("too many requests for unknown instances; slow down", retry_after=wait)
+        try:
+            self.instance = await rt.resolver.resolve(self.path_kwargs["instance"])
+        except NotFound:
+            rt.probe_limiter.acquire(client)
+            raise
+        wait = rt.rate_limiter.acquire(self.instance.id)
+        if wait:
+            raise TooManyRequests(f"this instance is over its request rate; retry in {wait} s", retry_after=wait)
 
     @property
     def client(self) -> Any:

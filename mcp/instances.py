@@ -89,8 +89,19 @@ class InstanceResolver:
         else:
             self._cache.pop(instance_id, None)
 
+    def is_cached(self, segment: str) -> bool:
+        """Whether a lookup of this URL segment would be answered from memory."""
+        try:
+            instance_id = parse_instance_id(segment)
+        except BadRequest:
+            return False
+        hit = self._cache.get(instance_id)
+        return hit is not None and hit[0] > self.clock()
+
     async def lookup(self, instance_id: uuid.UUID) -> Instance | None:
         """The instance whatever its status, or None if this service has no such instance."""
+        if instance_id.version != 4:
+            return None  # every instance id is a random (version 4) UUID: no need to ask the database
         hit = self._cache.get(instance_id)
         now = self.clock()
         if hit is not None and hit[0] > now:

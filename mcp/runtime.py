@@ -12,6 +12,7 @@ from mcp.config import Settings
 from mcp.db import Database
 from mcp.instances import Instance, InstanceResolver
 from mcp.invalidation import InvalidationListener
+from mcp.limits import ConcurrencyLimiter, RateLimiter
 from mcp.metrics import Metrics
 from mcp.service import Service
 from mcp.tools import ToolRegistry
@@ -33,6 +34,9 @@ class ServiceRuntime:
     registry: ToolRegistry
     upstream_url: str
     metrics: Metrics
+    rate_limiter: RateLimiter
+    probe_limiter: RateLimiter
+    upstream_slots: ConcurrencyLimiter
     inflight: InFlight = field(default_factory=InFlight)
     started_at: float = field(default_factory=time.time)
     session: aiohttp.ClientSession | None = None
@@ -55,6 +59,10 @@ class ServiceRuntime:
             resolver=InstanceResolver(db, settings.cipher(), service.name, settings.instance_cache_ttl_s),
             usage=usage,
             metrics=metrics,
+            rate_limiter=RateLimiter(settings.rate_limit_per_minute / 60.0, settings.rate_limit_burst),
+            probe_limiter=RateLimiter(settings.unknown_id_limit_per_minute / 60.0,
+                                      max(1.0, settings.unknown_id_limit_per_minute / 2)),
+            upstream_slots=ConcurrencyLimiter(settings.upstream_concurrency),
             registry=ToolRegistry(service.tools),
             upstream_url=settings.get(service.upstream_url_env) or service.upstream_default_url,
         )
@@ -85,5 +93,5 @@ class ServiceRuntime:
         """The service's upstream client for one call, bound to this instance's credentials."""
         self.ensure_started()
         assert self.session is not None
-        http = UpstreamHTTP(self.session, self.upstream_url, self.service.name)
+        http = UpstreamHTTP(self.session, self.upstream_url, self.service.name, self.upstream_slots, instance.id)
         return self.service.client_factory(http, instance.credentials)

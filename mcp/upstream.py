@@ -9,6 +9,8 @@ from __future__ import annotations
 import email.utils
 import json
 import time
+from collections.abc import Hashable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +19,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from mcp.errors import UpstreamError
+from mcp.limits import ConcurrencyLimiter
 
 USER_AGENT = "mcp-platform/0.1 (+https://github.com/)"
 
@@ -72,10 +75,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> int | None
 class UpstreamHTTP:
     """Requests to one upstream API on the shared session; knows nothing of credentials."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, upstream: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, upstream: str,
+                 limiter: ConcurrencyLimiter | None = None, key: Hashable = None) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
         self.upstream = upstream
+        self._limiter = limiter
+        self._key = key
 
     async def request(
         self,
@@ -102,7 +108,7 @@ class UpstreamHTTP:
         if params:
             clean_params = {k: _param(v) for k, v in params.items() if v is not None}
         try:
-            async with self.session.request(
+            async with self._slot(), self.session.request(
                 method, target, headers=headers, params=clean_params, json=json_body
             ) as resp:
                 body = await resp.read()
@@ -119,6 +125,13 @@ class UpstreamHTTP:
                 f"could not reach {self.upstream} ({type(e).__name__}); check the network or try again later",
                 code="unreachable",
             ) from None
+
+
+    def _slot(self) -> AbstractAsyncContextManager[None]:
+        """This instance's turn at the upstream (bounded concurrency), or no limit at all."""
+        if self._limiter is None:
+            return nullcontext()
+        return self._limiter.slot(self._key)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

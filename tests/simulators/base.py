@@ -46,6 +46,9 @@ class Simulator:
     _overrides: list[Override] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     delay: float = 0.0
+    # Requests being answered right now, and the most seen at once, per Authorization/X-Figma-Token value.
+    in_flight: dict[str, int] = field(default_factory=dict)
+    max_in_flight: dict[str, int] = field(default_factory=dict)
 
     def start(self) -> Simulator:
         self._loop = LoopThread()
@@ -77,6 +80,8 @@ class Simulator:
         with self._lock:
             self.requests.clear()
             self._overrides.clear()
+            self.in_flight.clear()
+            self.max_in_flight.clear()
             self.delay = 0.0
 
     def fail(self, path_regex: str, status: int, body: Any = None, headers: dict[str, str] | None = None,
@@ -94,6 +99,17 @@ class Simulator:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        who = request.headers.get("X-Figma-Token") or request.headers.get("Authorization") or ""
+        with self._lock:
+            self.in_flight[who] = self.in_flight.get(who, 0) + 1
+            self.max_in_flight[who] = max(self.max_in_flight.get(who, 0), self.in_flight[who])
+        try:
+            return await self._answer(request, handler)
+        finally:
+            with self._lock:
+                self.in_flight[who] -= 1
+
+    async def _answer(self, request: web.Request, handler: Any) -> web.StreamResponse:
         raw = await request.read()
         try:
             body = json.loads(raw) if raw else None
