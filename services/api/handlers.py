@@ -236,6 +236,29 @@ class InstanceHandler(ApiHandler):
         self.finish()
 
 
+class RotateIdHandler(ApiHandler):
+    """POST /api/instances/{id}/rotate-id: a new id (and URL) for the instance; the old one stops at once.
+
+    Instance ids are bearer capabilities, so a leaked URL is revoked by rotating its id.
+    """
+
+    async def post(self, instance: str) -> None:
+        old = self.instance_id(instance)
+        new = uuid.uuid4()
+        cipher = self.runtime.cipher
+
+        def reseal(stored: str) -> str:
+            return cipher.encrypt(new, cipher.decrypt(old, stored))
+
+        async with self.runtime.db.connection() as conn:
+            if not await store.rotate_instance_id(conn, old, new, reseal):
+                raise NotFound("no instance with this id", code="instance_not_found")
+            row = await store.get_instance(conn, new)
+        assert row is not None
+        self.set_header("Location", f"/api/instances/{new}")
+        self.write_json({**self.instance_view(row), "previous_instance_id": str(old)})
+
+
 class UserInstancesHandler(ApiHandler):
     """GET /api/users/{email}/instances."""
 

@@ -61,6 +61,23 @@ async def update_instance(conn: psycopg.AsyncConnection, instance_id: uuid.UUID,
     return cur.rowcount == 1
 
 
+async def rotate_instance_id(conn: psycopg.AsyncConnection, old: uuid.UUID, new: uuid.UUID,
+                             reseal: Any) -> bool:
+    """Move an instance (and its usage history) to a new id; ``reseal(old_enc)`` re-encrypts for it.
+
+    The update trigger announces the *old* id, so every process drops it at once.
+    """
+    async with conn.transaction():
+        cur = await conn.execute("SELECT credentials_enc FROM service_instances WHERE id = %s FOR UPDATE", (old,))
+        row = await cur.fetchone()
+        if row is None:
+            return False
+        await conn.execute("UPDATE service_instances SET id = %s, credentials_enc = %s, updated_at = now() "
+                           "WHERE id = %s", (new, reseal(row["credentials_enc"]), old))
+        await conn.execute("UPDATE usage SET instance_id = %s WHERE instance_id = %s", (new, old))
+    return True
+
+
 async def delete_instance(conn: psycopg.AsyncConnection, instance_id: uuid.UUID) -> bool:
     cur = await conn.execute("DELETE FROM service_instances WHERE id = %s", (instance_id,))
     return cur.rowcount == 1
