@@ -19,10 +19,12 @@ from services.api.handlers import (
     HealthHandler,
     InstanceHandler,
     InstancesHandler,
+    RotateIdHandler,
     ServicesHandler,
     UsageHandler,
     UserInstancesHandler,
 )
+from services.api.status import ServicesStatusHandler
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,11 @@ def make_app(runtime: ApiRuntime) -> tornado.web.Application:
             (r"/health", HealthHandler, kw),
             (r"/metrics", MetricsHandler, {"metrics": runtime.metrics, "inflight": runtime.inflight}),
             (r"/api/services", ServicesHandler, kw),
+            (r"/api/services/status", ServicesStatusHandler, kw),
             (r"/api/instances", InstancesHandler, kw),
             (rf"/api/instances/{ID}", InstanceHandler, kw),
             (rf"/api/instances/{ID}/usage", UsageHandler, kw),
+            (rf"/api/instances/{ID}/rotate-id", RotateIdHandler, kw),
             (r"/api/users/(?P<email>[^/]+)/instances", UserInstancesHandler, kw),
         ],
         default_handler_class=NotFoundHandler,

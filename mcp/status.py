@@ -1,0 +1,300 @@
+"""What every supervised process is doing now: status, health, restarts, uptime, CPU, memory, port.
+
+``python -m mcp.status`` (``scripts/status``) prints a table like ``pm2 status``, or ``--json``. The
+rows come from the supervisors' state files (``mcp.supervise.read_states``) plus, for each running
+child, figures read from /proc for the child's whole process group (the supervisor starts each child
+in its own session, so the group also holds what the child started: under Procfile.dev that is the
+service itself, below watchfiles):
+
+- CPU: percent of one core, sampled over ``cpu_sample`` seconds (0.2 by default); with a sample of 0,
+  the average over each process's lifetime, which needs no waiting.
+- memory: resident set size, the sum of VmRSS from /proc/<pid>/status.
+- uptime: seconds since the supervisor last (re)started the child.
+
+Health is the supervisor's last check unless a live check is asked for: then ``GET /health`` of each
+running child, with a short timeout, replaces it (``health_source`` says which).
+
+Exit codes: 0 when there is at least one process and every one is running and healthy, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mcp.config import PROJECT_ROOT
+from mcp.supervise import http_get_ok, read_states
+
+Prober = Callable[[str, float], Awaitable[bool]]
+
+DEFAULT_CPU_SAMPLE_S = 0.2
+LIVE_HEALTH_TIMEOUT_S = 1.0
+# Only a child that exists can be asked; an errored or stopped one keeps the supervisor's verdict
+# (its port may even belong to someone else, whose answer would say nothing about us).
+_CHECKABLE = ("starting", "running")
+COLUMNS = ("process", "pid", "status", "health", "restarts", "uptime", "cpu", "memory", "port")
+
+
+@dataclass(frozen=True)
+class GroupSample:
+    """CPU and memory of one process group at one moment."""
+
+    ticks: int  # utime + stime of every member, in clock ticks
+    rss_bytes: int
+    lifetime_cpu: float  # sum over members of their CPU % averaged over their own lifetime
+    at: float  # time.monotonic() of the reading
+
+
+@dataclass(frozen=True)
+class ProcReader:
+    """Reads /proc; the root and clocks are fields so tests can point them elsewhere."""
+
+    proc: Path = Path("/proc")
+    hz: int = os.sysconf("SC_CLK_TCK")
+    monotonic: Callable[[], float] = time.monotonic
+
+    def sample_groups(self, pgids: Iterable[int]) -> dict[int, GroupSample]:
+        """One pass over /proc summing the members of each wanted process group."""
+        wanted = {pgid for pgid in pgids if pgid}
+        if not wanted:
+            return {}
+        uptime = self._boot_uptime()
+        totals: dict[int, list[float]] = {pgid: [0, 0, 0.0] for pgid in wanted}
+        found: set[int] = set()  # a group whose members all exited has no figures, not zeros
+        for pid, fields in self._stats():
+            try:
+                pgid, utime, stime, start = int(fields[2]), int(fields[11]), int(fields[12]), int(fields[19])
+            except (IndexError, ValueError):
+                continue
+            if pgid not in wanted or fields[0] in ("Z", "X"):
+                continue
+            found.add(pgid)
+            ticks = utime + stime
+            total = totals[pgid]
+            total[0] += ticks
+            total[1] += self._rss_bytes(pid)
+            if uptime is not None:
+                elapsed = uptime - start / self.hz
+                if elapsed > 0:
+                    total[2] += 100.0 * ticks / self.hz / elapsed
+        at = self.monotonic()
+        return {pgid: GroupSample(int(t[0]), int(t[1]), float(t[2]), at) for pgid, t in totals.items()
+                if pgid in found}
+
+    def cpu_percent(self, before: GroupSample | None, after: GroupSample) -> float:
+        """CPU % between two samples of a group; its lifetime average when there is no earlier one."""
+        interval = after.at - before.at if before is not None else 0.0
+        if before is None or interval <= 0:
+            return after.lifetime_cpu
+        # A member that exited between the samples takes its ticks with it: never report below zero.
+        return max(0.0, 100.0 * (after.ticks - before.ticks) / self.hz / interval)
+
+    def _boot_uptime(self) -> float | None:
+        try:
+            return float((self.proc / "uptime").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _stats(self) -> Iterable[tuple[int, list[str]]]:
+        """(pid, fields of /proc/<pid>/stat from the state field on) for every readable process."""
+        try:
+            names = [name for name in os.listdir(self.proc) if name.isdigit()]
+        except OSError:
+            return
+        for name in names:
+            try:
+                raw = (self.proc / name / "stat").read_text()
+            except OSError:
+                continue  # exited meanwhile
+            yield int(name), raw[raw.rfind(")") + 2:].split()
+
+    def _rss_bytes(self, pid: int) -> int:
+        try:
+            for line in (self.proc / str(pid) / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024  # the kernel reports kB
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0  # kernel threads and zombies have no VmRSS
+
+
+def build_rows(states: Sequence[Mapping[str, Any]], after: Mapping[int, GroupSample],
+               before: Mapping[int, GroupSample] | None, reader: ProcReader, now: float) -> list[dict[str, Any]]:
+    """One row per process, in the states' order, from the state files and two /proc samples."""
+    rows = []
+    for state in states:
+        child = state.get("child_pid") if isinstance(state.get("child_pid"), int) else None
+        sample = after.get(child) if child else None
+        started = state.get("started_at")
+        alive = child is not None and state.get("status") in ("starting", "running")
+        rows.append({
+            "name": state.get("name"),
+            "pid": child,
+            "supervisor_pid": None if state.get("stale") else state.get("pid"),
+            "status": state.get("status"),
+            "health": state.get("health", "unknown"),
+            "health_source": "supervisor",
+            "last_health_at": state.get("last_health_at"),
+            "restarts": state.get("restarts", 0),
+            "uptime": round(max(0.0, now - started), 1) if alive and isinstance(started, (int, float)) else None,
+            "cpu": round(reader.cpu_percent((before or {}).get(child), sample), 1) if sample else None,
+            "memory": sample.rss_bytes if sample else None,
+            "port": state.get("port"),
+            "reason": state.get("reason"),
+            "last_exit": state.get("last_exit"),
+            "stale": bool(state.get("stale")),
+            "health_url": state.get("health_url"),
+            "log_out": state.get("log_out"),
+            "log_error": state.get("log_error"),
+        })
+    return rows
+
+
+def apply_health(rows: list[dict[str, Any]], answers: Mapping[str, bool], checked_at: float) -> None:
+    """Replace the stored health of each checked child by the answer its health URL just gave."""
+    for row in rows:
+        if row["status"] in _CHECKABLE and row["pid"] and row["health_url"] in answers:
+            healthy = answers[row["health_url"]]
+            row.update(health="healthy" if healthy else "unhealthy", health_source="live", last_health_at=checked_at)
+
+
+async def gather_rows(run_dir: Path, *, cpu_sample: float = DEFAULT_CPU_SAMPLE_S, live_health: bool = False,
+                      prober: Prober = http_get_ok, timeout: float = LIVE_HEALTH_TIMEOUT_S,
+                      reader: ProcReader | None = None) -> list[dict[str, Any]]:
+    """The status rows. Awaits, never blocks, for the CPU sample and the health checks, which overlap."""
+    reader = reader or ProcReader()
+    states = read_states(run_dir)
+    pgids = [s["child_pid"] for s in states if isinstance(s.get("child_pid"), int)]
+    before = reader.sample_groups(pgids) if cpu_sample > 0 else None
+    urls = sorted({s["health_url"] for s in states
+                   if s.get("status") in _CHECKABLE and s.get("child_pid") and s.get("health_url")}
+                  if live_health else set())
+    _, *answers = await asyncio.gather(asyncio.sleep(cpu_sample), *(prober(url, timeout) for url in urls))
+    after = reader.sample_groups(pgids)
+    rows = build_rows(states, after, before, reader, time.time())
+    apply_health(rows, dict(zip(urls, answers, strict=True)), time.time())
+    return rows
+
+
+def all_ok(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """True when there is something to run and all of it runs and is healthy (the exit code 0 case)."""
+    return bool(rows) and all(r["status"] == "running" and r["health"] == "healthy" for r in rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# Formatting
+
+
+def human_bytes(n: int | None) -> str:
+    """``12.3 MB``; 1024-based, as pm2 and top count."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float | None) -> str:
+    """``5m 3s``, ``2h 5m``, ``3d 4h``: the two largest units."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    parts = [(s // 86400, "d"), (s % 86400 // 3600, "h"), (s % 3600 // 60, "m"), (s % 60, "s")]
+    while len(parts) > 1 and parts[0][0] == 0:
+        parts.pop(0)
+    return " ".join(f"{value}{unit}" for value, unit in parts[:2])
+
+
+def table_cells(row: Mapping[str, Any]) -> list[str]:
+    """A row as the table shows it, in COLUMNS order."""
+    cpu = row["cpu"]
+    return [
+        str(row["name"]), "-" if row["pid"] is None else str(row["pid"]), str(row["status"]), str(row["health"]),
+        str(row["restarts"]), human_duration(row["uptime"]), "-" if cpu is None else f"{cpu:.1f}%",
+        human_bytes(row["memory"]), "-" if row["port"] is None else str(row["port"]),
+    ]
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A boxed table like ``pm2 status``, then one line per process that has a reason to explain."""
+    cells = [list(COLUMNS)] + [table_cells(r) for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+
+    def border(left: str, mid: str, right: str) -> str:
+        return left + mid.join("─" * (w + 2) for w in widths) + right
+
+    def line(values: list[str]) -> str:
+        return "│" + "│".join(f" {v:<{w}} " for v, w in zip(values, widths, strict=True)) + "│"
+
+    out = [border("┌", "┬", "┐"), line(cells[0]), border("├", "┼", "┤")]
+    out += [line(c) for c in cells[1:]]
+    out.append(border("└", "┴", "┘"))
+    for row in rows:
+        if row["status"] != "running" and row.get("reason"):
+            out.append(f"{row['name']}: {row['reason']}")
+        if row.get("stale"):
+            out.append(f"{row['name']}: its supervisor is gone (state file left behind)")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+
+
+def default_run_dir(env: Mapping[str, str]) -> Path:
+    """MCP_RUN_DIR, else ``<project root>/.run`` (the supervisor's default)."""
+    if env.get("MCP_RUN_DIR"):
+        return Path(env["MCP_RUN_DIR"])
+    return Path(env.get("MCP_PROJECT_ROOT") or PROJECT_ROOT) / ".run"
+
+
+def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scripts/status",
+        description="Show every supervised process: pid, status, health, restarts, uptime, CPU, memory, port.",
+        epilog="Exit status: 0 if every process is running and healthy, 1 otherwise (including when none runs). "
+               "CPU is % of one core over --cpu-sample seconds; memory is resident (RSS), both for the child's "
+               "whole process group.",
+    )
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    parser.add_argument("--run-dir", type=Path, default=default_run_dir(env),
+                        help="where the supervisors keep state/<name>.json (env MCP_RUN_DIR, default <root>/.run)")
+    parser.add_argument("--live", action="store_true",
+                        help=f"check GET /health of each running process now ({LIVE_HEALTH_TIMEOUT_S:g} s timeout) "
+                             "instead of showing the supervisor's last check")
+    parser.add_argument("--cpu-sample", type=float, default=DEFAULT_CPU_SAMPLE_S, metavar="SECONDS",
+                        help=f"measure CPU over this long (default {DEFAULT_CPU_SAMPLE_S:g}); "
+                             "0 shows the average over each process's lifetime")
+    return parser
+
+
+def main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """``scripts/status``: print the rows; the exit code says whether everything is running and healthy."""
+    env = os.environ if env is None else env
+    args = _parser(env).parse_args(argv)
+    if args.cpu_sample < 0:
+        print("scripts/status: error: --cpu-sample must not be negative", file=sys.stderr)
+        return 2
+    rows = asyncio.run(gather_rows(args.run_dir.absolute(), cpu_sample=args.cpu_sample, live_health=args.live))
+    if args.json:
+        print(json.dumps({"processes": rows, "ok": all_ok(rows)}, indent=2))
+    elif not rows:
+        print(f"no processes are running (no state files in {args.run_dir / 'state'})")
+    else:
+        print(format_table(rows))
+    return 0 if all_ok(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
