@@ -116,6 +116,11 @@ def _location(route: Route) -> list[str]:
         f"        proxy_pass http://{route.upstream}/;",
         f"        proxy_set_header X-Forwarded-Prefix /{route.name};",
         "    }",
+        "    # Metrics are for the operator's scraper on localhost, not for the public.",
+        f"    location = /{route.name}/metrics {{",
+        "        default_type application/json;",
+        "        " + _error_return(404, "not_found", "no such endpoint"),
+        "    }",
     ]
 
 

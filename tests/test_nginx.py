@@ -117,6 +117,8 @@ def test_an_instance_call_through_nginx_reaches_the_service_and_the_log_has_no_i
     assert listed.status == 200 and listed.json["instance_id"] == instance
     missing = http("GET", f"{base}/nowhere/")
     assert missing.status == 404 and missing.json["error"]["code"] == "not_found"
+    hidden = http("GET", f"{base}/figma/metrics")
+    assert hidden.status == 404 and hidden.json["error"]["code"] == "not_found"
     too_big = http("POST", f"{base}/figma/{instance}/mcp/call", raw=b"x" * (2 << 20))
     assert too_big.status == 413 and too_big.json["error"]["code"] == "payload_too_large"
 
