@@ -54,6 +54,29 @@ def pg_url() -> Iterator[str]:
     shutil.rmtree(data, ignore_errors=True)
 
 
+@pytest.fixture
+def own_postgres() -> Iterator[tuple[str, Any, str]]:
+    """A PostgreSQL of this test's own, so it can be stopped and started without disturbing others."""
+    import pgserver
+    from pgserver._commands import pg_ctl
+
+    data = Path(tempfile.mkdtemp(prefix="mcp-outage-pg-"))
+    data.chmod(0o755)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(data, cleanup_mode="stop")
+    user = "pgserver" if server.system_user else None
+
+    def ctl(*args: str) -> None:
+        pg_ctl(["-w", *args], pgdata=data, user=user, timeout=30)
+
+    yield server.get_uri(), ctl, str(data)
+    try:
+        server.cleanup()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def template_db(pg_url: str) -> str:
     """A database migrated once, copied for each test (CREATE DATABASE ... TEMPLATE is fast)."""

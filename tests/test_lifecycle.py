@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-import warnings
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -31,29 +27,6 @@ def test_starts_and_serves_health_with_no_database_configured(spawn, tmp_path):
     assert health.json["service"] == "figma" and health.json["port"] == service.port
     resp = http("GET", f"{service.url}/{uuid.uuid4()}/mcp/tools")
     assert resp.status == 503 and "DATABASE_URL" in resp.json["error"]["message"]
-
-
-@pytest.fixture
-def own_postgres():
-    """A PostgreSQL of this test's own, so it can be stopped and started without disturbing others."""
-    import pgserver
-    from pgserver._commands import pg_ctl
-
-    data = Path(tempfile.mkdtemp(prefix="mcp-outage-pg-"))
-    data.chmod(0o755)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        server = pgserver.get_server(data, cleanup_mode="stop")
-    user = "pgserver" if server.system_user else None
-
-    def ctl(*args: str) -> None:
-        pg_ctl(["-w", *args], pgdata=data, user=user, timeout=30)
-
-    yield server.get_uri(), ctl, str(data)
-    try:
-        server.cleanup()
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def test_database_outage_gives_503_then_recovers_without_restart(own_postgres, credentials_key, figma_sim, tmp_path):
