@@ -16,6 +16,7 @@ from collections.abc import Callable
 import psycopg
 
 from mcp.instances import InstanceResolver
+from mcp.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,8 @@ class InvalidationListener:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="instance-invalidation")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         delay = 0.5

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from mcp.db import Database
 from mcp.errors import Unavailable
+from mcp.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +108,8 @@ class UsageRecorder:
 
     async def close(self, timeout_s: float = 1.5) -> None:
         """Stop the background task and try once more to write what is buffered."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._buffer:
             started = time.monotonic()
             try:

@@ -190,20 +190,9 @@ def figma_service(env: dict[str, str]) -> Iterator[ThreadServer]:
 @pytest.fixture
 def api(env: dict[str, str]) -> Iterator[ThreadServer]:
     """The main API on a free port, sharing the test's database."""
-    from mcp.upstream import make_session
-
     runtime = create_runtime(env)
     runtime.port = free_port()
-
-    async def on_start() -> None:
-        runtime.session = make_session(5.0)
-
-    async def on_stop() -> None:
-        await runtime.db.close()
-        if runtime.session is not None:
-            await runtime.session.close()
-
-    server = ThreadServer(make_api_app(runtime), runtime.port, runtime.inflight, on_start, on_stop)
+    server = ThreadServer(make_api_app(runtime), runtime.port, runtime.inflight, runtime.start, runtime.stop)
     server.runtime = runtime  # type: ignore[attr-defined]
     yield server
     server.stop()

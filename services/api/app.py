@@ -11,7 +11,6 @@ import tornado.web
 from mcp.config import ConfigError, load_settings
 from mcp.db import Database
 from mcp.serve import EXIT_CONFIG, EXIT_PORT_IN_USE, PortInUse, configure_logging, serve
-from mcp.upstream import make_session
 from mcp.web import MetricsHandler, NotFoundHandler, request_logger
 from services.api import API_PORT
 from services.api.handlers import (
@@ -70,17 +69,9 @@ async def _main() -> int:
         return EXIT_CONFIG
     configure_logging(runtime.settings.log_level)
 
-    async def on_start() -> None:
-        runtime.session = make_session(5.0)
-
-    async def on_stop() -> None:
-        await runtime.db.close()
-        if runtime.session is not None:
-            await runtime.session.close()
-
     try:
         await serve(make_app(runtime), host=runtime.settings.bind_host, port=runtime.port,
-                    inflight=runtime.inflight, on_start=on_start, on_stop=on_stop,
+                    inflight=runtime.inflight, on_start=runtime.start, on_stop=runtime.stop,
                     shutdown_timeout_s=runtime.settings.shutdown_timeout_s)
     except PortInUse as e:
         log.error("api cannot start: %s", e)

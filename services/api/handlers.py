@@ -20,6 +20,7 @@ from mcp.errors import BadRequest, NotFound, Unauthorized
 from mcp.instances import parse_instance_id
 from mcp.metrics import Metrics
 from mcp.service import validate_credentials
+from mcp.upstream import make_session
 from mcp.web import BaseHandler, InFlight
 from services.api import API_NAME, API_PORT, API_VERSION, store
 
@@ -38,6 +39,16 @@ class ApiRuntime:
     started_at: float = field(default_factory=time.time)
     session: aiohttp.ClientSession | None = None
 
+    async def start(self) -> None:
+        """Create what needs the running loop: the session used to probe services' health."""
+        self.session = make_session(5.0)
+
+    async def stop(self) -> None:
+        await self.db.close()
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
     def instance_urls(self, service: str, port: int, instance_id: uuid.UUID | str) -> dict[str, str]:
         """Where a client reaches the instance: through PUBLIC_URL (nginx) when set, else the port."""
         if self.settings.public_url:
@@ -45,7 +56,8 @@ class ApiRuntime:
         else:
             host = self.settings.bind_host if self.settings.bind_host not in ("0.0.0.0", "::") else "127.0.0.1"
             base = f"http://{host}:{port}/{instance_id}"
-        return {"base": base, "health": f"{base}/health", "tools": f"{base}/mcp/tools", "call": f"{base}/mcp/call"}
+        return {"base": base, "health": f"{base}/health", "tools": f"{base}/mcp/tools", "call": f"{base}/mcp/call",
+                "mcp": f"{base}/mcp"}
 
 
 def parse_email(value: Any, field_name: str = "user") -> str:
@@ -111,6 +123,13 @@ class ApiHandler(BaseHandler):
 
     def instance_id(self, segment: str) -> uuid.UUID:
         return parse_instance_id(segment)
+
+    async def existing_instance(self, conn: Any, instance_id: uuid.UUID) -> dict[str, Any]:
+        """The instance's row, or 404."""
+        row = await store.get_instance(conn, instance_id)
+        if row is None:
+            raise NotFound("no instance with this id", code="instance_not_found")
+        return row
 
 
 class HealthHandler(ApiHandler):
@@ -190,9 +209,7 @@ class InstanceHandler(ApiHandler):
     async def get(self, instance: str) -> None:
         instance_id = self.instance_id(instance)
         async with self.runtime.db.connection() as conn:
-            row = await store.get_instance(conn, instance_id)
-        if row is None:
-            raise NotFound("no instance with this id", code="instance_not_found")
+            row = await self.existing_instance(conn, instance_id)
         self.write_json(self.instance_view(row))
 
     async def patch(self, instance: str) -> None:
@@ -209,9 +226,7 @@ class InstanceHandler(ApiHandler):
         if "expires_at" in body:
             changes["expires_at"] = parse_expiry(body["expires_at"])
         async with self.runtime.db.connection() as conn:
-            row = await store.get_instance(conn, instance_id)
-            if row is None:
-                raise NotFound("no instance with this id", code="instance_not_found")
+            row = await self.existing_instance(conn, instance_id)
             if "credentials" in body:
                 entry = await store.catalog_entry(conn, row["service"])
                 assert entry is not None
@@ -277,9 +292,7 @@ class UsageHandler(ApiHandler):
     async def get(self, instance: str) -> None:
         instance_id = self.instance_id(instance)
         async with self.runtime.db.connection() as conn:
-            row = await store.get_instance(conn, instance_id)
-            if row is None:
-                raise NotFound("no instance with this id", code="instance_not_found")
+            row = await self.existing_instance(conn, instance_id)
             summary = await store.usage_summary(conn, instance_id)
         t = summary["total"]
 
