@@ -27,7 +27,11 @@ from mcp.service import Service
 from services.api.app import create_runtime
 from services.api.app import make_app as make_api_app
 from services.figma import SERVICE as FIGMA
+from services.github import SERVICE as GITHUB
+from services.slack import SERVICE as SLACK
 from tests.simulators.figma import FigmaSimulator
+from tests.simulators.github import GitHubSimulator
+from tests.simulators.slack import SlackSimulator
 from tests.support import ROOT, LoopThread, ServiceProcess, base_env, free_port, healthy, http, wait_for
 
 ADMIN_TOKEN = "test-admin-token"
@@ -129,6 +133,32 @@ def figma(figma_sim: FigmaSimulator) -> FigmaSimulator:
     return figma_sim
 
 
+@pytest.fixture(scope="session")
+def github_sim() -> Iterator[GitHubSimulator]:
+    sim = GitHubSimulator().start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def github(github_sim: GitHubSimulator) -> GitHubSimulator:
+    github_sim.reset()
+    return github_sim
+
+
+@pytest.fixture(scope="session")
+def slack_sim() -> Iterator[SlackSimulator]:
+    sim = SlackSimulator().start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def slack(slack_sim: SlackSimulator) -> SlackSimulator:
+    slack_sim.reset()
+    return slack_sim
+
+
 @pytest.fixture
 def env(database_url: str, credentials_key: str, figma_sim: FigmaSimulator, tmp_path: Path) -> dict[str, str]:
     """The environment a process of this test runs with."""
@@ -183,6 +213,20 @@ def start_service(service: Service, env: dict[str, str]) -> tuple[ThreadServer, 
 def figma_service(env: dict[str, str]) -> Iterator[ThreadServer]:
     server, runtime = start_service(FIGMA, env)
     server.runtime = runtime  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def github_service(env: dict[str, str], github_sim: GitHubSimulator) -> Iterator[ThreadServer]:
+    server, _ = start_service(GITHUB, {**env, "GITHUB_API_URL": github_sim.url})
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def slack_service(env: dict[str, str], slack_sim: SlackSimulator) -> Iterator[ThreadServer]:
+    server, _ = start_service(SLACK, {**env, "SLACK_API_URL": slack_sim.api_url})
     yield server
     server.stop()
 

@@ -130,3 +130,22 @@ def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_URL") and k != "DATABASE_URL"}
     env.update(extra)
     return env
+
+
+def call_tool(service: Any, instance_id: str, name: str, arguments: dict[str, Any] | None = None) -> Any:
+    """POST /{instance}/mcp/call on a running service; the CallToolResult (asserting HTTP 200)."""
+    resp = http("POST", f"{service.url}/{instance_id}/mcp/call", {"name": name, "arguments": arguments or {}})
+    assert resp.status == 200, resp.body
+    return resp.json
+
+
+def ok(result: Any) -> Any:
+    """The structuredContent of a successful CallToolResult."""
+    assert result["isError"] is False, result
+    return result["structuredContent"]
+
+
+def failed(result: Any) -> Any:
+    """The structuredContent of an isError CallToolResult."""
+    assert result["isError"] is True, result
+    return result["structuredContent"]

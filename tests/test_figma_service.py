@@ -5,13 +5,8 @@ from __future__ import annotations
 import concurrent.futures
 
 from tests.simulators.figma import user_for
+from tests.support import call_tool as call
 from tests.support import http
-
-
-def call(service, instance_id, name, arguments=None):
-    resp = http("POST", f"{service.url}/{instance_id}/mcp/call", {"name": name, "arguments": arguments or {}})
-    assert resp.status == 200, resp.body
-    return resp.json
 
 
 def test_get_me_sends_the_instance_token_as_x_figma_token(admin, figma_service, figma):

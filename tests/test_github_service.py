@@ -8,61 +8,24 @@ import time
 
 import pytest
 
-from services.github import SERVICE
-from tests.conftest import start_service
 from tests.simulators.github import (
     BIG_SIZE,
     LOGO,
     PRIMARY_MESSAGE,
     SECONDARY_MESSAGE,
-    GitHubSimulator,
     rate_limit_headers,
     user_for,
 )
-from tests.support import http
+from tests.support import call_tool as call
+from tests.support import failed as err
+from tests.support import http, ok
 
 TOKEN = "ghp_alpha"
-
-
-@pytest.fixture(scope="session")
-def github_sim():
-    sim = GitHubSimulator().start()
-    yield sim
-    sim.stop()
-
-
-@pytest.fixture
-def github(github_sim):
-    github_sim.reset()
-    return github_sim
-
-
-@pytest.fixture
-def github_service(env, github_sim):
-    server, runtime = start_service(SERVICE, {**env, "GITHUB_API_URL": github_sim.url})
-    yield server
-    server.stop()
 
 
 @pytest.fixture
 def inst(admin):
     return admin.create_instance(service="github", credentials={"api_key": TOKEN})["instance_id"]
-
-
-def call(service, instance_id, name, arguments=None):
-    resp = http("POST", f"{service.url}/{instance_id}/mcp/call", {"name": name, "arguments": arguments or {}})
-    assert resp.status == 200, resp.body
-    return resp.json
-
-
-def ok(result):
-    assert result["isError"] is False, result
-    return result["structuredContent"]
-
-
-def err(result):
-    assert result["isError"] is True, result
-    return result["structuredContent"]
 
 
 def assert_github_headers(req, token=TOKEN):

@@ -6,10 +6,9 @@ import concurrent.futures
 
 import pytest
 
-from services.slack import SERVICE
-from tests.conftest import start_service
-from tests.simulators.slack import READONLY_SCOPES, SlackSimulator, encode_cursor, identity, seeded_ts
-from tests.support import http
+from tests.simulators.slack import READONLY_SCOPES, encode_cursor, identity, seeded_ts
+from tests.support import call_tool as call
+from tests.support import failed, http, ok
 
 BOT = "xoxb-1111-alpha"
 USER_TOKEN = "xoxp-2222-person"
@@ -17,45 +16,9 @@ JSON_UTF8 = "application/json; charset=utf-8"
 DEFAULT_LIST_QUERY = {"types": "public_channel,private_channel", "exclude_archived": "true"}
 
 
-@pytest.fixture(scope="session")
-def slack_sim():
-    sim = SlackSimulator().start()
-    yield sim
-    sim.stop()
-
-
-@pytest.fixture
-def slack(slack_sim):
-    slack_sim.reset()
-    return slack_sim
-
-
-@pytest.fixture
-def slack_service(env, slack_sim):
-    server, runtime = start_service(SERVICE, {**env, "SLACK_API_URL": slack_sim.api_url})
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def bot(admin):
     return admin.create_instance(service="slack", credentials={"access_token": BOT})["instance_id"]
-
-
-def call(service, instance_id, name, arguments=None):
-    resp = http("POST", f"{service.url}/{instance_id}/mcp/call", {"name": name, "arguments": arguments or {}})
-    assert resp.status == 200, resp.body
-    return resp.json
-
-
-def ok(result):
-    assert result["isError"] is False, result
-    return result["structuredContent"]
-
-
-def failed(result):
-    assert result["isError"] is True, result
-    return result["structuredContent"]
 
 
 def only(sim, method):
