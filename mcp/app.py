@@ -10,6 +10,7 @@ import tornado.web
 
 from mcp.config import ConfigError, load_settings
 from mcp.handlers import HealthHandler, InstanceHealthHandler, ToolCallHandler, ToolsListHandler
+from mcp.mcp_endpoint import McpHandler
 from mcp.runtime import ServiceRuntime
 from mcp.serve import EXIT_CONFIG, EXIT_PORT_IN_USE, PortInUse, configure_logging, serve
 from mcp.service import Service
@@ -30,6 +31,7 @@ def make_app(runtime: ServiceRuntime) -> tornado.web.Application:
         (rf"/{INSTANCE}/health", InstanceHealthHandler, kw),
         (rf"/{INSTANCE}/mcp/tools", ToolsListHandler, kw),
         (rf"/{INSTANCE}/mcp/call", ToolCallHandler, kw),
+        (rf"/{INSTANCE}/mcp", McpHandler, kw),
     ]
     for route in runtime.service.routes:
         pattern, handler = route[0], route[1]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from mcp.crypto import CredentialCipher, CredentialKeyError, parse_key
+from mcp.origins import LOCAL_HOSTS, OriginPolicy, local_origins, origin_of, parse_host_entry, parse_origin_entry
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,6 +40,34 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _allow_list(env: Mapping[str, str], name: str, defaults: tuple[str, ...], public: str | None,
+                parse: Callable[[str], str]) -> tuple[str, ...]:
+    """A comma-separated allow-list (or the defaults when unset), plus PUBLIC_URL's own entry."""
+    raw = env.get(name)
+    entries: list[str] = []
+    for item in (raw.split(",") if raw else defaults):
+        if not item.strip():
+            continue
+        try:
+            entries.append(parse(item))
+        except ValueError as e:
+            raise ConfigError(f"{name}: {e}") from None
+    if public and public not in entries:
+        entries.append(public)
+    return tuple(entries)
+
+
+def _public_entries(public_url: str | None) -> tuple[str | None, str | None]:
+    """PUBLIC_URL's origin and host as allow-list entries (None, None when unset or not http(s))."""
+    origin = origin_of(public_url) if public_url else None
+    if origin is None:
+        return None, None
+    try:
+        return parse_origin_entry(origin), parse_host_entry(origin.split("://", 1)[1])
+    except ValueError:
+        return None, None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Process-wide configuration. See .env.example for every variable."""
@@ -62,7 +91,16 @@ class Settings:
     upstream_concurrency: int = 8
     unknown_id_limit_per_minute: float = 60.0
     log_level: str = "INFO"
+    # Who may talk to the MCP endpoint (see mcp/origins.py); PUBLIC_URL's origin and host are added.
+    allowed_origins: tuple[str, ...] = local_origins()
+    allowed_hosts: tuple[str, ...] = LOCAL_HOSTS
+    # Tools per tools/list page on the MCP endpoint.
+    mcp_page_size: int = 100
     environ: Mapping[str, str] | None = None
+
+    @property
+    def origin_policy(self) -> OriginPolicy:
+        return OriginPolicy(self.allowed_origins, self.allowed_hosts)
 
     @property
     def embedded_url_file(self) -> Path:
@@ -91,12 +129,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     except CredentialKeyError as e:
         raise ConfigError(str(e)) from None
     root = Path(env.get("MCP_PROJECT_ROOT") or PROJECT_ROOT)
+    public_url = (env.get("PUBLIC_URL") or "").rstrip("/") or None
+    public_origin, public_host = _public_entries(public_url)
+    page_size = _int(env, "MCP_PAGE_SIZE", 100)
+    if page_size < 1:
+        raise ConfigError("MCP_PAGE_SIZE must be at least 1")
     return Settings(
         project_root=root,
         database_url=env.get("DATABASE_URL") or None,
         credential_keys=tuple(keys),
         admin_token=env.get("ADMIN_TOKEN") or None,
-        public_url=(env.get("PUBLIC_URL") or "").rstrip("/") or None,
+        public_url=public_url,
         bind_host=env.get("BIND_HOST") or "127.0.0.1",
         db_timeout_s=_float(env, "DB_TIMEOUT", 2.0),
         db_pool_max=_int(env, "DB_POOL_MAX", 10),
@@ -111,5 +154,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         upstream_concurrency=_int(env, "UPSTREAM_CONCURRENCY_PER_INSTANCE", 8),
         unknown_id_limit_per_minute=_float(env, "UNKNOWN_ID_LIMIT_PER_MINUTE", 60.0),
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+        allowed_origins=_allow_list(env, "ALLOWED_ORIGINS", local_origins(), public_origin, parse_origin_entry),
+        allowed_hosts=_allow_list(env, "ALLOWED_HOSTS", LOCAL_HOSTS, public_host, parse_host_entry),
+        mcp_page_size=page_size,
         environ=env,
     )

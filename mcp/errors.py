@@ -8,16 +8,31 @@ The tree::
     ├── Forbidden           403   instance inactive or expired, origin not allowed
     ├── NotFound            404   unknown route, instance, tool or resource
     ├── MethodNotAllowed    405
+    ├── NotAcceptable       406   the client accepts no media type we answer in (MCP endpoint)
     ├── Conflict            409
     ├── PayloadTooLarge     413
+    ├── UnsupportedMediaType 415  the body is not sent as JSON (MCP endpoint)
+    ├── MisdirectedRequest  421   Host header not on the allow-list (MCP endpoint)
     ├── TooManyRequests     429   carries retry_after
     ├── UpstreamFailed      502   a direct endpoint's upstream call failed (body says how)
     └── Unavailable         503   database or dependency down; carries retry_after
 
+    RpcError                      a JSON-RPC error answered by the MCP endpoint (status depends on the era)
+    ├── ParseError        -32700  400 / 400     (modern / legacy HTTP status)
+    ├── InvalidRequest    -32600  400 / 400
+    ├── MethodNotFound    -32601  404 / 200
+    ├── InvalidParams     -32602  400 / 200
+    ├── HeaderMismatch    -32020  400 / 400
+    └── UnsupportedProtocolVersion -32022 400 / 400, data {supported, requested}
+    (the base itself is -32603, 500)
+
     ToolError                     becomes a CallToolResult with isError: true, never an HTTP error
     └── UpstreamError             {upstream, status, code, message, retry_after_s}
 
-HTTP statuses and JSON-RPC codes are chosen here and nowhere else. Messages are written for a
+HTTP statuses and JSON-RPC codes are chosen here and nowhere else. The modern era (2026-07-28)
+gives every JSON-RPC error its own HTTP status; in the legacy era (2025-11-25 and before) an error
+about a request that was understood (unknown method, bad params) travels in a 200 response, as
+those revisions' clients expect. Messages are written for a
 person and must never contain a secret, a credential or a stack trace.
 """
 
@@ -30,8 +45,11 @@ JSONRPC_INVALID_REQUEST = -32600
 JSONRPC_METHOD_NOT_FOUND = -32601
 JSONRPC_INVALID_PARAMS = -32602
 JSONRPC_INTERNAL_ERROR = -32603
-# Implementation-defined server errors (-32000..-32099) for conditions JSON-RPC does not name.
+# Implementation-defined server errors (-32000..-32019) for conditions JSON-RPC does not name.
 JSONRPC_SERVER_ERROR = -32000
+# Codes the MCP specification defines (2026-07-28 reserves -32020..-32099 for them).
+JSONRPC_HEADER_MISMATCH = -32020
+JSONRPC_UNSUPPORTED_PROTOCOL_VERSION = -32022
 
 
 class PlatformError(Exception):
@@ -108,6 +126,12 @@ class MethodNotAllowed(PlatformError):
     jsonrpc_code = JSONRPC_SERVER_ERROR
 
 
+class NotAcceptable(PlatformError):
+    status = 406
+    code = "not_acceptable"
+    jsonrpc_code = JSONRPC_INVALID_REQUEST
+
+
 class Conflict(PlatformError):
     status = 409
     code = "conflict"
@@ -117,6 +141,18 @@ class Conflict(PlatformError):
 class PayloadTooLarge(PlatformError):
     status = 413
     code = "payload_too_large"
+    jsonrpc_code = JSONRPC_INVALID_REQUEST
+
+
+class UnsupportedMediaType(PlatformError):
+    status = 415
+    code = "unsupported_media_type"
+    jsonrpc_code = JSONRPC_INVALID_REQUEST
+
+
+class MisdirectedRequest(PlatformError):
+    status = 421
+    code = "host_not_allowed"
     jsonrpc_code = JSONRPC_INVALID_REQUEST
 
 
@@ -136,6 +172,69 @@ class Unavailable(PlatformError):
     status = 503
     code = "unavailable"
     jsonrpc_code = JSONRPC_SERVER_ERROR
+
+
+class RpcError(Exception):
+    """A JSON-RPC error for an MCP client: code, message for a person, optional data.
+
+    ``modern_status`` and ``legacy_status`` are the HTTP statuses it is answered with in each era
+    (see the module docstring); inside a 2025-03-26 batch every error travels in the 200 answer.
+    """
+
+    code = JSONRPC_INTERNAL_ERROR
+    modern_status = 500
+    legacy_status = 500
+
+    def __init__(self, message: str, *, data: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+    def status(self, *, modern: bool) -> int:
+        return self.modern_status if modern else self.legacy_status
+
+    def error_object(self) -> dict[str, Any]:
+        """The JSON-RPC error object: {"code", "message", "data"?}."""
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            err["data"] = self.data
+        return err
+
+
+class ParseError(RpcError):
+    code = JSONRPC_PARSE_ERROR
+    modern_status = legacy_status = 400
+
+
+class InvalidRequest(RpcError):
+    code = JSONRPC_INVALID_REQUEST
+    modern_status = legacy_status = 400
+
+
+class MethodNotFound(RpcError):
+    code = JSONRPC_METHOD_NOT_FOUND
+    modern_status = 404
+    legacy_status = 200
+
+
+class InvalidParams(RpcError):
+    code = JSONRPC_INVALID_PARAMS
+    modern_status = 400
+    legacy_status = 200
+
+
+class HeaderMismatch(RpcError):
+    code = JSONRPC_HEADER_MISMATCH
+    modern_status = legacy_status = 400
+
+
+class UnsupportedProtocolVersion(RpcError):
+    code = JSONRPC_UNSUPPORTED_PROTOCOL_VERSION
+    modern_status = legacy_status = 400
+
+    def __init__(self, requested: Any, supported: list[str]) -> None:
+        super().__init__(f"unsupported MCP protocol version {requested!r}; this server speaks "
+                         f"{', '.join(supported)}", data={"supported": supported, "requested": requested})
 
 
 class ToolError(Exception):

@@ -9,7 +9,7 @@ from typing import Any
 from mcp.errors import NotFound, TooManyRequests, UpstreamError
 from mcp.instances import Instance, parse_instance_id
 from mcp.runtime import ServiceRuntime
-from mcp.tools import redact
+from mcp.tools import Tool, redact
 from mcp.web import BaseHandler
 
 
@@ -23,6 +23,26 @@ def service_health(rt: ServiceRuntime) -> dict[str, Any]:
         "port": rt.port,
         "version": rt.service.config.version,
     }
+
+
+async def call_tool(runtime: ServiceRuntime, instance: Instance, tool: Tool, arguments: Any) -> dict[str, Any]:
+    """Run one tool call for an instance, whichever endpoint asked (REST or MCP JSON-RPC).
+
+    Arguments are checked against the tool's inputSchema first (an isError result naming the field
+    if they do not match); usage and metrics are recorded; an isError result has the instance's
+    credentials redacted. Raises BadRequest, before anything runs, if ``arguments`` is not an object.
+    """
+    registry = runtime.registry
+    client = runtime.client_for(instance)
+    started = time.perf_counter()
+    outcome = await registry.call(tool, arguments, client)
+    elapsed = time.perf_counter() - started
+    runtime.usage.record(instance.id, runtime.service.name, tool.name, outcome.outcome, elapsed)
+    runtime.metrics.tool_call(tool.name, outcome.outcome, elapsed, outcome.upstream_code, outcome.upstream)
+    result = outcome.result
+    if result["isError"]:
+        result = redact(result, instance.credentials.values())
+    return result
 
 
 class ServiceHandler(BaseHandler):
@@ -96,14 +116,5 @@ class ToolCallHandler(InstanceHandler):
 
     async def post(self, instance: str) -> None:
         body = self.json_body()
-        registry = self.runtime.registry
-        tool = registry.get(body.get("name"))
-        started = time.perf_counter()
-        outcome = await registry.call(tool, body.get("arguments"), self.client)
-        elapsed = time.perf_counter() - started
-        self.runtime.usage.record(self.instance.id, self.runtime.service.name, tool.name, outcome.outcome, elapsed)
-        self.runtime.metrics.tool_call(tool.name, outcome.outcome, elapsed, outcome.upstream_code, outcome.upstream)
-        result = outcome.result
-        if result["isError"]:
-            result = redact(result, self.instance.credentials.values())
-        self.write_json(result)
+        tool = self.runtime.registry.get(body.get("name"))
+        self.write_json(await call_tool(self.runtime, self.instance, tool, body.get("arguments")))

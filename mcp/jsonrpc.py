@@ -1,0 +1,112 @@
+"""JSON-RPC 2.0 as MCP uses it: decoding a body, telling messages apart, shaping responses.
+
+Knows nothing of MCP methods or HTTP; ``mcp.protocol`` builds on it. Errors are raised as the
+``RpcError`` subclasses of ``mcp.errors``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mcp.errors import InvalidParams, InvalidRequest, ParseError, RpcError
+
+RequestId = str | int
+
+
+@dataclass(frozen=True)
+class Request:
+    """A message that wants an answer."""
+
+    id: RequestId
+    method: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A message that gets no answer."""
+
+    method: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Response:
+    """A client's answer to a server request (a result or an error)."""
+
+    id: RequestId | None
+
+
+Message = Request | Notification | Response
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode(raw: bytes) -> Any:
+    """The body as a JSON value; ParseError saying why it is not one."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParseError("the body is not valid UTF-8") from None
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except ValueError as e:
+        raise ParseError(f"the body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ParseError("the body is nested too deeply") from None
+
+
+def _valid_id(value: Any) -> bool:
+    # MCP forbids null ids; JSON-RPC advises against fractions; a bool is not a number here.
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def request_id(value: Any) -> RequestId | None:
+    """The id of a raw message when it is usable for an error answer, else None."""
+    if isinstance(value, dict) and _valid_id(value.get("id")):
+        return value["id"]
+    return None
+
+
+def classify(value: Any) -> Message:
+    """One decoded JSON-RPC message as a Request, Notification or Response.
+
+    Raises InvalidRequest for anything that is not a JSON-RPC 2.0 message, and InvalidParams when
+    ``params`` is present but not an object (MCP params are always objects).
+    """
+    if not isinstance(value, dict):
+        raise InvalidRequest("a JSON-RPC message must be a JSON object")
+    if value.get("jsonrpc") != "2.0":
+        raise InvalidRequest('a JSON-RPC message must have "jsonrpc": "2.0"')
+    if "method" in value:
+        method = value["method"]
+        if not isinstance(method, str) or not method:
+            raise InvalidRequest('"method" must be a non-empty string')
+        params = value.get("params", {})
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise InvalidParams('"params" must be an object')
+        if "id" not in value:
+            return Notification(method, params)
+        if not _valid_id(value["id"]):
+            raise InvalidRequest('"id" must be a string or an integer (never null)')
+        return Request(value["id"], method, params)
+    if "id" in value and ("result" in value) != ("error" in value):
+        if value["id"] is not None and not _valid_id(value["id"]):
+            raise InvalidRequest('"id" must be a string or an integer')
+        return Response(value["id"])
+    raise InvalidRequest('a JSON-RPC message needs a "method" (request or notification) or a "result"/"error"')
+
+
+def result_response(rid: RequestId, result: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": rid, "result": result}
+
+
+def error_response(rid: RequestId | None, error: RpcError) -> dict[str, Any]:
+    """An error answer; ``id`` is null when the request's id could not be read."""
+    return {"jsonrpc": "2.0", "id": rid, "error": error.error_object()}
