@@ -41,6 +41,12 @@ def configure_logging(level: str = "INFO") -> None:
     err = logging.StreamHandler(sys.stderr)
     err.setFormatter(fmt)
     err.setLevel(logging.WARNING)
+    # Every request logs an access line: skip the per-record caller, thread and process lookups
+    # that no format here uses.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None  # type: ignore[attr-defined]
     root = logging.getLogger()
     root.handlers[:] = [out, err]
     root.setLevel(level)

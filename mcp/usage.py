@@ -22,13 +22,14 @@ from mcp.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 _BATCH = 1000
+# Binary parameters (%b): arrays of thousands of values are dumped several times faster than as text.
 _INSERT = (
     "INSERT INTO usage (instance_id, service_name, tool, outcome, latency_ms, called_at) "
-    "SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::real[], %s::timestamptz[])"
+    "SELECT * FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], %b::real[], %b::timestamptz[])"
 )
 _TOUCH = (
     "UPDATE service_instances SET last_used_at = t.at FROM "
-    "(SELECT id, max(at) AS at FROM unnest(%s::uuid[], %s::timestamptz[]) AS u(id, at) GROUP BY id) t "
+    "(SELECT id, max(at) AS at FROM unnest(%b::uuid[], %b::timestamptz[]) AS u(id, at) GROUP BY id) t "
     "WHERE service_instances.id = t.id AND (last_used_at IS NULL OR last_used_at < t.at)"
 )
 

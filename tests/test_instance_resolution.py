@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -97,3 +98,18 @@ def test_database_unreachable_is_503_with_retry_after(spawn):
     assert resp.headers["retry-after"] == "5"
     assert resp.json["error"]["code"] == "database_unavailable"
     assert "postgres" not in resp.body.decode().lower()
+
+
+def test_recording_usage_does_not_empty_the_cache(admin, figma_service):
+    inst = admin.create_instance()
+    url = f"{figma_service.url}/{inst['instance_id']}/mcp/call"
+    listener = figma_service.runtime.listener
+    wait_for(lambda: listener is not None and listener.connected.is_set(), 5, what="the change listener")
+    assert http("POST", url, {"name": "get_me"}).status == 200
+    resolver = figma_service.runtime.resolver
+    generation = resolver._generation
+    # The usage flush writes last_used_at; only changes that matter to resolution are announced.
+    wait_for(lambda: admin("GET", f"/api/instances/{inst['instance_id']}").json["last_used_at"], 10)
+    time.sleep(0.3)
+    assert resolver._generation == generation
+    assert resolver.is_cached(inst["instance_id"])

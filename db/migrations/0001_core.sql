@@ -50,8 +50,9 @@ CREATE TABLE usage (
 CREATE INDEX usage_instance_idx ON usage (instance_id, called_at);
 CREATE INDEX usage_service_idx ON usage (service_name, called_at);
 
--- Every change to an instance is announced, so each service process drops its cached copy at once
--- (mcp/invalidation.py listens); the cache's short TTL is only the backstop.
+-- Every change to what resolution reads is announced, so each service process drops its cached copy at
+-- once (mcp/invalidation.py listens); the cache's short TTL is only the backstop. Only those columns:
+-- the usage flusher touches last_used_at every second, and that must not empty every cache.
 CREATE FUNCTION notify_instance_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('mcp_instance_changed', OLD.id::text);
@@ -59,5 +60,5 @@ BEGIN
 END;
 $$;
 CREATE TRIGGER service_instances_changed
-    AFTER UPDATE OR DELETE ON service_instances
+    AFTER UPDATE OF id, service_name, status, expires_at, credentials_enc OR DELETE ON service_instances
     FOR EACH ROW EXECUTE FUNCTION notify_instance_changed();
