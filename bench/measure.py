@@ -1,0 +1,134 @@
+"""Measuring rows: the load generator run (wrk or asyncio) with the CPU meter, interleaved rounds, RSS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bench import wrk
+from bench.cpu import CpuMeter
+from bench.loadspec import LoadResult, LoadSpec
+from bench.options import Options
+from bench.procs import Proc, pinned_command, rss_mb
+from mcp.config import PROJECT_ROOT
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+class RssPeak(threading.Thread):
+    """The highest RSS of a process while a run lasts (sampled every 200 ms)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak: float | None = None
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.2):
+            value = rss_mb(self.pid)
+            if value is not None and (self.peak is None or value > self.peak):
+                self.peak = value
+
+    def stop(self) -> float | None:
+        self._done.set()
+        self.join(2)
+        return self.peak
+
+
+@dataclass
+class Row:
+    """One line of the table: a server under one load, measured once per round."""
+
+    name: str
+    label: str
+    server: Proc
+    spec: LoadSpec
+    light: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+    rounds: list[LoadResult] = field(default_factory=list)
+    rss_idle_mb: float | None = None
+    rss_loaded_mb: float | None = None
+    light_result: LoadResult | None = None
+
+    def median(self) -> LoadResult:
+        ordered = sorted(self.rounds, key=lambda r: r.rps)
+        return ordered[(len(ordered) - 1) // 2]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "label": self.label, "available": True, "saturated": self.median().as_dict(),
+                "rounds": [r.as_dict() for r in self.rounds],
+                "light": self.light_result.as_dict() if self.light_result else None,
+                "rss_idle_mb": self.rss_idle_mb, "rss_loaded_mb": self.rss_loaded_mb, **self.extra}
+
+
+class Measurer:
+    """Runs loads on one load generator, on the load CPUs, each with the other-CPU figure."""
+
+    def __init__(self, opts: Options, work: Path, load_cpus: set[int] | None, use_wrk: bool,
+                 cpu: CpuMeter) -> None:
+        self.opts = opts
+        self.work = work
+        self.load_cpus = load_cpus
+        self.use_wrk = use_wrk
+        self.cpu = cpu
+
+    def load(self, spec: LoadSpec) -> LoadResult:
+        self.cpu.start()
+        result = self._generate(spec)
+        result.foreign_cpu = self.cpu.stop()
+        return result
+
+    def _generate(self, spec: LoadSpec) -> LoadResult:
+        if self.use_wrk:
+            return wrk.run(spec, self.work, self.load_cpus)
+        path = self.work / "load-spec.json"
+        spec.write(path)
+        argv = pinned_command([sys.executable, "-m", "bench.load", str(path)], self.load_cpus)
+        out = subprocess.run(argv, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                             timeout=spec.warmup_s + spec.duration_s + 60)
+        if out.returncode != 0:
+            raise RuntimeError(f"the load generator failed: {out.stderr[-1500:]}")
+        return LoadResult(**json.loads(out.stdout.strip().splitlines()[-1]))
+
+    def saturate(self, row: Row, round_no: int) -> None:
+        log(f"{row.label}: {row.spec.connections} connections for {row.spec.duration_s:g} s"
+            + (f" (round {round_no + 1} of {self.opts.rounds})" if self.opts.rounds > 1 else ""))
+        if row.rss_idle_mb is None:
+            row.rss_idle_mb = row.server.rss_mb()
+        sampler = RssPeak(row.server.pid)
+        sampler.start()
+        try:
+            result = self.load(row.spec)
+        finally:
+            peak = sampler.stop()
+        if peak is not None:
+            row.rss_loaded_mb = max(peak, row.rss_loaded_mb or 0.0)
+        row.rounds.append(result)
+        other = f", other load {result.foreign_cpu:.2f} CPU" if result.foreign_cpu >= 0.05 else ""
+        log(f"{row.label}: {result.rps:,.0f} calls/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
+            f"{result.errors} errors{other}")
+
+    def measure_all(self, rows: list[Row]) -> None:
+        """Every row once per round (order rotated each round), then each one's light-load run."""
+        ceiling = [r for r in rows if not r.light]
+        main = [r for r in rows if r.light]
+        for row in ceiling:
+            self.saturate(row, 0)
+        for n in range(self.opts.rounds):
+            shift = n % len(main) if main else 0
+            for row in main[shift:] + main[:shift]:
+                self.saturate(row, n)
+        if self.opts.light_connections > 0:
+            for row in main:
+                log(f"{row.label}: light load, {self.opts.light_connections} connection(s)")
+                row.light_result = self.load(replace(row.spec, connections=self.opts.light_connections,
+                                                      warmup_s=0.0, duration_s=self.opts.light_duration_s))
+
