@@ -24,7 +24,13 @@ from mcp.upstream import make_session
 from mcp.web import BaseHandler, InFlight
 from services.api import API_NAME, API_PORT, API_VERSION, store
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}$")
+# No control characters (PostgreSQL text cannot hold NUL) and no lone surrogates (not UTF-8).
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f\ud800-\udfff]{1,64}@[^@\s\x00-\x1f\x7f\ud800-\udfff]{1,189}"
+                    r"\.[^@\s\x00-\x1f\x7f\ud800-\udfff]{1,63}$")
+# mcp_table's CHECK on name: anything else names no service, and is not worth a query (NUL cannot be sent).
+_SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+# Credentials are sent upstream as HTTP header values, which cannot hold control characters.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 STATUSES = ("active", "inactive", "expired")
 
 
@@ -79,9 +85,29 @@ def parse_expiry(value: Any) -> datetime | None:
                          field="expires_at") from None
     if when.tzinfo is None:
         raise BadRequest("'expires_at' needs a timezone, e.g. 2027-01-31T00:00:00Z", field="expires_at")
+    try:
+        in_utc = when.astimezone(UTC)
+    except OverflowError:
+        in_utc = None
+    if in_utc is None or in_utc.year >= 9999:
+        # Representable in every time zone (the database hands times back in its session's zone).
+        raise BadRequest("'expires_at' must be before the year 9999", field="expires_at")
     if when <= datetime.now(UTC):
         raise BadRequest("'expires_at' must be in the future", field="expires_at")
     return when
+
+
+def check_credentials(service: str, auth_types: list[str], credentials: Any) -> dict[str, str]:
+    """validate_credentials, and no control characters: every value travels in an HTTP header upstream."""
+    try:
+        creds = validate_credentials(service, auth_types, credentials)
+    except ValueError as e:
+        raise BadRequest(str(e), field="credentials") from None
+    for name, value in creds.items():
+        if _CONTROL.search(value):
+            raise BadRequest(f"credentials.{name} must not contain control characters (line breaks, tabs, NUL)",
+                             field="credentials")
+    return creds
 
 
 def reject_unknown(body: dict[str, Any], allowed: set[str]) -> None:
@@ -183,16 +209,12 @@ class InstancesHandler(ApiHandler):
         expires_at = parse_expiry(body.get("expires_at"))
         instance_id = uuid.uuid4()
         async with self.runtime.db.connection() as conn:
-            entry = await store.catalog_entry(conn, service)
+            entry = await store.catalog_entry(conn, service) if _SERVICE_NAME.fullmatch(service) else None
             if entry is None or not entry["active"]:
                 names = ", ".join(r["name"] for r in await store.catalog(conn) if r["active"])
                 raise BadRequest(f"unknown service {service!r}; available: {names}", field="service",
                                  code="unknown_service")
-            try:
-                creds = validate_credentials(service, [entry["auth_type"], *entry["also_accepts"]],
-                                             body["credentials"])
-            except ValueError as e:
-                raise BadRequest(str(e), field="credentials") from None
+            creds = check_credentials(service, [entry["auth_type"], *entry["also_accepts"]], body["credentials"])
             sealed = self.runtime.cipher.encrypt(instance_id, creds)
             async with conn.transaction():
                 user_id = await store.upsert_user(conn, email)
@@ -230,11 +252,8 @@ class InstanceHandler(ApiHandler):
             if "credentials" in body:
                 entry = await store.catalog_entry(conn, row["service"])
                 assert entry is not None
-                try:
-                    creds = validate_credentials(row["service"], [entry["auth_type"], *entry["also_accepts"]],
-                                                 body["credentials"])
-                except ValueError as e:
-                    raise BadRequest(str(e), field="credentials") from None
+                creds = check_credentials(row["service"], [entry["auth_type"], *entry["also_accepts"]],
+                                          body["credentials"])
                 changes["credentials_enc"] = self.runtime.cipher.encrypt(instance_id, creds)
             if not await store.update_instance(conn, instance_id, changes):
                 raise NotFound("no instance with this id", code="instance_not_found")

@@ -7,19 +7,21 @@ import re
 from mcp.errors import BadRequest
 from mcp.handlers import InstanceHandler
 
-_FILE_KEY = re.compile(r"^[A-Za-z0-9]{1,64}$")
+_FILE_KEY = re.compile(r"[A-Za-z0-9]{1,64}")  # fullmatch: "$" would also match before a final "\n"
+# ASCII digits: str.isdigit() also accepts "²", which int() refuses (a 500 before).
+_DEPTH = re.compile(r"[0-9]{1,2}")
 
 
 class FileHandler(InstanceHandler):
     """GET /{instance}/api/files/{fileKey}[?depth=N]: the file as Figma returns it."""
 
     async def get(self, instance: str, file_key: str) -> None:
-        if not _FILE_KEY.match(file_key):
+        if not _FILE_KEY.fullmatch(file_key):
             raise BadRequest("the file key must be letters and digits", field="fileKey")
         depth_arg = self.get_query_argument("depth", None)
         depth = None
         if depth_arg is not None:
-            if not depth_arg.isdigit() or not 1 <= int(depth_arg) <= 10:
+            if not _DEPTH.fullmatch(depth_arg) or not 1 <= int(depth_arg) <= 10:
                 raise BadRequest("depth must be an integer from 1 to 10", field="depth")
             depth = int(depth_arg)
         self.write_json(await self.upstream(self.client.file(file_key, depth=depth)))

@@ -7,17 +7,18 @@ import re
 from mcp.errors import BadRequest
 from mcp.handlers import InstanceHandler
 
-_OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
-_REPO = re.compile(r"^(?!\.\.?$)[A-Za-z0-9._-]{1,100}$")
+# fullmatch, not match: "$" would also match before a final "\n" (a path segment "%0A").
+_OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+_REPO = re.compile(r"(?!\.\.?$)[A-Za-z0-9._-]{1,100}")
 
 
 class RepositoryHandler(InstanceHandler):
     """GET /{instance}/api/repos/{owner}/{repo}: the repository as GitHub returns it."""
 
     async def get(self, instance: str, owner: str, repo: str) -> None:
-        if not _OWNER.match(owner):
+        if not _OWNER.fullmatch(owner):
             raise BadRequest("owner must be a GitHub login: letters, digits, '-' or '_'", field="owner")
-        if not _REPO.match(repo):
+        if not _REPO.fullmatch(repo):
             raise BadRequest("repo must be a repository name: letters, digits, '.', '-' or '_'", field="repo")
         # The endpoint takes no query parameters; refusing them catches typos such as ?ref=.
         unknown = next(iter(self.request.query_arguments), None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from mcp.errors import BadRequest
+from mcp.errors import BadRequest, UpstreamError
 from mcp.handlers import InstanceHandler
 from services.slack.tools import DEFAULT_TYPES, channel_summary
 
@@ -30,8 +30,15 @@ class ChannelsHandler(InstanceHandler):
         cursor = self.get_query_argument("cursor", None)
         if cursor is not None and not _CURSOR.fullmatch(cursor):
             raise BadRequest("cursor must be a next_cursor from a previous answer", field="cursor")
-        channels, next_cursor = await self.upstream(self.client.list_channels(
-            types=DEFAULT_TYPES, page_size=min(limit, DEFAULT_LIMIT), max_items=limit, cursor=cursor))
+        try:
+            channels, next_cursor = await self.client.list_channels(
+                types=DEFAULT_TYPES, page_size=min(limit, DEFAULT_LIMIT), max_items=limit, cursor=cursor)
+        except UpstreamError as e:
+            if e.code == "invalid_cursor":
+                # Slack refusing the client's own cursor is the client's mistake (400), not a bad gateway.
+                raise BadRequest("cursor is not a next_cursor from a previous answer, or it has expired; start "
+                                 "again without it", field="cursor", code="invalid_cursor") from None
+            raise e.as_http_error() from None
         self.write_json({"channels": [channel_summary(c) for c in channels], "next_cursor": next_cursor})
 
 
