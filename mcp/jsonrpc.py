@@ -6,11 +6,11 @@ Knows nothing of MCP methods or HTTP; ``mcp.protocol`` builds on it. Errors are 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from mcp.errors import InvalidParams, InvalidRequest, ParseError, RpcError
+from mcp.jsonparse import JsonInputError, parse_json
 
 RequestId = str | int
 
@@ -42,22 +42,12 @@ class Response:
 Message = Request | Notification | Response
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def decode(raw: bytes) -> Any:
-    """The body as a JSON value; ParseError saying why it is not one."""
+    """The body as a JSON value; ParseError saying why it is not one (the same rules as REST bodies)."""
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ParseError("the body is not valid UTF-8") from None
-    try:
-        return json.loads(text, parse_constant=_no_constants)
-    except ValueError as e:
+        return parse_json(raw)
+    except JsonInputError as e:
         raise ParseError(f"the body is not valid JSON: {e}") from None
-    except RecursionError:
-        raise ParseError("the body is nested too deeply") from None
 
 
 def _valid_id(value: Any) -> bool:

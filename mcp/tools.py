@@ -103,11 +103,15 @@ class ToolRegistry:
     def __init__(self, tools: Iterable[Tool]) -> None:
         self._tools: dict[str, Tool] = {}
         self._checks: dict[str, Check] = {}
+        self._integer_fields: dict[str, tuple[str, ...]] = {}
         for tool in tools:
             if tool.name in self._tools:
                 raise ValueError(f"tool {tool.name!r} is defined twice")
             self._tools[tool.name] = tool
             self._checks[tool.name] = compile_schema(tool.input_schema)
+            self._integer_fields[tool.name] = tuple(
+                name for name, prop in (tool.input_schema.get("properties") or {}).items()
+                if isinstance(prop, dict) and prop.get("type") == "integer")
         self._described = [t.describe() for t in self._tools.values()]
 
     def __len__(self) -> int:
@@ -135,6 +139,10 @@ class ToolRegistry:
         if not isinstance(arguments, dict):
             raise BadRequest("'arguments' must be a JSON object", field="arguments")
         self._checks[tool.name](arguments, "")
+        # JSON Schema counts 3.0 as an integer; handlers (and upstream URLs) must get 3, not 3.0.
+        floats = [k for k in self._integer_fields[tool.name] if isinstance(arguments.get(k), float)]
+        if floats:
+            arguments = {**arguments, **{k: int(arguments[k]) for k in floats}}
         return arguments
 
     async def call(self, tool: Tool, arguments: Any, client: Any) -> CallOutcome:

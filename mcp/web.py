@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import uuid
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from typing import Any
 import tornado.web
 
 from mcp.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, PlatformError
+from mcp.jsonparse import JsonInputError, parse_json
 from mcp.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -68,53 +68,6 @@ def encode_json(payload: Any) -> bytes:
         return dumps(payload).encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(payload, ensure_ascii=True, separators=(",", ":"), default=_json_default).encode()
-
-
-class _NotJson(ValueError):
-    """A value Python's json module accepts but JSON does not have (NaN, Infinity, 1e999)."""
-
-
-def _reject_constant(name: str) -> Any:
-    raise _NotJson(f"{name} is not a JSON value")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _NotJson(f"the number {text[:32]} is out of range")
-    return value
-
-
-# A \uD800-\uDFFF escape; only bodies holding one need the search for a lone surrogate.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF][0-9a-fA-F]{2}")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-# Deeper bodies are refused: json.loads gives up near the recursion limit (~990 levels, fewer the
-# deeper the stack it runs on), and values a little shallower than that made json.dumps fail
-# further down a tool call (an internal error). No request needs a fraction of this depth.
-MAX_JSON_DEPTH = 256
-
-
-def _refusal(value: Any, surrogates: bool) -> str | None:
-    """Why a parsed body is refused (nested too deeply, a lone surrogate), or None. Iterative, as bodies
-    nest deeply; strings are searched for surrogates only when ``surrogates``."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            if surrogates and _SURROGATE.search(item):
-                return ("it holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is not a "
-                        "Unicode character")
-        elif isinstance(item, dict | list):
-            if depth > MAX_JSON_DEPTH:
-                return f"it is nested more than {MAX_JSON_DEPTH} levels deep"
-            if isinstance(item, dict):
-                if surrogates:
-                    stack.extend((key, depth) for key in item)
-                stack.extend((v, depth + 1) for v in item.values())
-            else:
-                stack.extend((v, depth + 1) for v in item)
-    return None
 
 
 class InFlight:
@@ -197,24 +150,9 @@ class BaseHandler(tornado.web.RequestHandler):
         if not raw:
             raise BadRequest("the request body is empty; send a JSON object", code="empty_body")
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRequest("the request body is not valid UTF-8", code="invalid_json") from None
-        try:
-            body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-        except json.JSONDecodeError as e:
-            raise BadRequest(f"the request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
-                             code="invalid_json") from None
-        except _NotJson as e:
+            body = parse_json(raw)
+        except JsonInputError as e:
             raise BadRequest(f"the request body is not valid JSON: {e}", code="invalid_json") from None
-        except ValueError:  # an integer with more digits than int() converts (sys.get_int_max_str_digits)
-            raise BadRequest("the request body is not valid JSON: a number in it has too many digits",
-                             code="invalid_json") from None
-        except RecursionError:
-            raise BadRequest("the request body is nested too deeply", code="invalid_json") from None
-        refusal = _refusal(body, surrogates=_SURROGATE_ESCAPE.search(text) is not None)
-        if refusal:
-            raise BadRequest(f"the request body is not valid JSON: {refusal}", code="invalid_json")
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object", code="invalid_json")
         return body

@@ -582,9 +582,9 @@ def _regex(pattern: str, lo: int = 0, hi: int = 10_000) -> st.SearchStrategy[str
         return st.text(min_size=lo, max_size=min(hi, 40))
 
 
-# JSON Schema counts 3.0 as an integer, so 3.0 is a valid "integer" argument. Generating it is off
-# until mcp/tools.py hands handlers ints (test_integral_float_arguments_are_integers is the xfail).
-INTEGRAL_FLOATS = False
+# JSON Schema counts 3.0 as an integer, so 3.0 is a valid "integer" argument, and mcp/tools.py hands
+# handlers 3 (test_integral_float_arguments_are_integers).
+INTEGRAL_FLOATS = True
 
 
 def valid_values(schema: Any, depth: int = 0) -> st.SearchStrategy[Any]:
@@ -786,11 +786,9 @@ RPC_METHODS = ["initialize", "ping", "tools/list", "tools/call", "tools/call", "
                "logging/setLevel", "Tools/List", ""]
 
 
-# What mcp/jsonrpc.py accepts but the MCP endpoint then fails on (a 500 for a lone surrogate it echoes,
-# an internal error for nesting a little under the parser's limit): generated for the REST endpoint,
-# kept out of MCP messages until mcp/jsonrpc.py refuses them (test_mcp_endpoint_refuses_what_rest_refuses
-# is the xfail). mcp/web.py refuses both for REST.
-MCP_HOSTILE_STRINGS_AND_DEPTH = False
+# Lone surrogates and deep nesting go into MCP messages too: mcp/jsonrpc.py parses with the same strict
+# rules as REST bodies (mcp/jsonparse.py; test_mcp_endpoint_refuses_what_rest_refuses).
+MCP_HOSTILE_STRINGS_AND_DEPTH = True
 
 
 def mcp_safe(value: Any) -> Any:
@@ -876,13 +874,6 @@ def test_service_mcp_endpoint(target: Target, data: st.DataObject) -> None:
             assert answer.get("jsonrpc") == "2.0" and ("result" in answer or "error" in answer), repr(req)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "mcp/jsonrpc.py decode() accepts what mcp/web.py json_body() now refuses: a lone surrogate escape, which "
-    "mcp/mcp_endpoint.py echoes (in the id) through dumps() into finish(), which cannot encode it (a 500); "
-    "1e999, which comes back as Infinity (not JSON); nesting a little under json.loads' limit, which fails "
-    "json.dumps further down the tool call (an internal error). decode() should refuse all three as a parse "
-    "error (-32700, 400), as json_body does: parse_float rejecting non-finite numbers, a depth cap, a "
-    "lone-surrogate check (or share mcp.web's checks)"))
 @pytest.mark.parametrize("target", ["figma"], indirect=True)
 @pytest.mark.parametrize("version,raw", [
     ("2025-11-25", b'{"jsonrpc":"2.0","id":"\\ud800","method":"ping"}'),
@@ -955,10 +946,6 @@ def test_service_with_fuzzed_credentials(target: Target, api: ThreadServer, valu
         assert_sound(send(target.port, req), req, secrets=secrets, upstream_502=True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "JSON Schema (and mcp/schema.py) counts 3.0 as an integer, but mcp/tools.py hands the float to the "
-    "handler: GitHub slices lists with it (internal_error) and every service sends '3.0' upstream; "
-    "ToolRegistry.check_arguments should return integral floats of 'integer' fields as ints"))
 @pytest.mark.parametrize("target,tool,arguments", [
     ("github", "list_issues", {"owner": "octo", "repo": "hello", "max_items": 10.0}),
     ("github", "get_issue", {"owner": "octo", "repo": "hello", "issue_number": 5.0}),
