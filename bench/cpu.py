@@ -80,6 +80,36 @@ class CpuMeter:
         return round(max(0.0, (busy - ours) / _HZ / elapsed), 2) if elapsed > 0 else 0.0
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) one process has used so far, or None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / _HZ
+
+
+class ProcessCpu:
+    """``start()``, then ``stop()`` -> the CPUs one process used on average during the interval."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._t0 = 0.0
+        self._cpu0: float | None = None
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._cpu0 = process_cpu_s(self.pid)
+
+    def stop(self) -> float | None:
+        elapsed = time.monotonic() - self._t0
+        cpu = process_cpu_s(self.pid)
+        if cpu is None or self._cpu0 is None or elapsed <= 0:
+            return None
+        return round((cpu - self._cpu0) / elapsed, 3)
+
+
 def postmaster_pid(data_dir: Path) -> int | None:
     try:
         return int((data_dir / "postmaster.pid").read_text().splitlines()[0])

@@ -61,6 +61,8 @@ class LoadResult:
     max_ms: float
     error_detail: dict[str, int] = field(default_factory=dict)
     foreign_cpu: float = 0.0  # CPUs used by processes that are not the bench's, on average, during the run
+    server_cpu: float | None = None  # CPUs the server under test used, on average, warm-up included
+    server_us_per_call: float | None = None  # its CPU time per answered call, in microseconds
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

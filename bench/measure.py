@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import wrk
-from bench.cpu import CpuMeter
+from bench.cpu import CpuMeter, ProcessCpu
 from bench.loadspec import LoadResult, LoadSpec
 from bench.options import Options
 from bench.procs import Proc, pinned_command, rss_mb
@@ -80,10 +80,19 @@ class Measurer:
         self.use_wrk = use_wrk
         self.cpu = cpu
 
-    def load(self, spec: LoadSpec) -> LoadResult:
+    def load(self, spec: LoadSpec, server_pid: int | None = None) -> LoadResult:
+        """One load run; with ``server_pid``, also the CPU that process spent per answered call."""
+        server = ProcessCpu(server_pid) if server_pid is not None else None
         self.cpu.start()
+        if server is not None:
+            server.start()
         result = self._generate(spec)
         result.foreign_cpu = self.cpu.stop()
+        if server is not None:
+            result.server_cpu = server.stop()
+            if result.server_cpu is not None and result.rps > 0:
+                # CPU per second over calls per second: the warm-up runs at the same rate, so both cancel.
+                result.server_us_per_call = round(1e6 * result.server_cpu / result.rps, 1)
         return result
 
     def _generate(self, spec: LoadSpec) -> LoadResult:
@@ -106,15 +115,17 @@ class Measurer:
         sampler = RssPeak(row.server.pid)
         sampler.start()
         try:
-            result = self.load(row.spec)
+            result = self.load(row.spec, row.server.pid)
         finally:
             peak = sampler.stop()
         if peak is not None:
             row.rss_loaded_mb = max(peak, row.rss_loaded_mb or 0.0)
         row.rounds.append(result)
         other = f", other load {result.foreign_cpu:.2f} CPU" if result.foreign_cpu >= 0.05 else ""
+        cpu = (f", server {result.server_cpu:.2f} CPU ({result.server_us_per_call:,.0f} us/call)"
+               if result.server_us_per_call is not None else "")
         log(f"{row.label}: {result.rps:,.0f} calls/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
-            f"{result.errors} errors{other}")
+            f"{result.errors} errors{cpu}{other}")
 
     def measure_all(self, rows: list[Row]) -> None:
         """Every row once per round (order rotated each round), then each one's light-load run."""
@@ -130,5 +141,6 @@ class Measurer:
             for row in main:
                 log(f"{row.label}: light load, {self.opts.light_connections} connection(s)")
                 row.light_result = self.load(replace(row.spec, connections=self.opts.light_connections,
-                                                      warmup_s=0.0, duration_s=self.opts.light_duration_s))
+                                                      warmup_s=0.0, duration_s=self.opts.light_duration_s),
+                                              row.server.pid)
 

@@ -82,9 +82,10 @@ def table(report: dict[str, Any]) -> str:
                  f"latency at light load: {load['light_connections']} connection(s), {load['light_duration_s']:g} s")
     lines.append(f"cpus: {report['machine']['cpus']} ({report['machine']['pinning']}); "
                  f"{load['rounds']} interleaved round(s) per row, the median by throughput shown; "
+                 "'us/call': CPU time the server under test spent per answered call (saturated); "
                  "'other CPU': CPUs used by processes outside the bench during the run")
     header = (f"{'':34} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs base':>8} {'p99 +ms':>8} "
-              f"{'light p50':>10} {'light p99':>10} {'RSS idle':>9} {'RSS load':>9} {'other CPU':>9}")
+              f"{'light p50':>10} {'light p99':>10} {'us/call':>8} {'RSS idle':>9} {'RSS load':>9} {'other CPU':>9}")
     lines += ["", header, "-" * len(header)]
     base = _row(report, "baseline")
     for row in report["results"].values():
@@ -101,7 +102,7 @@ def table(report: dict[str, Any]) -> str:
         lines.append(
             f"{row['label']:34} {sat['rps']:>9,.0f} {sat['p50_ms']:>8.2f} {sat['p99_ms']:>8.2f} "
             f"{_fmt(ratio, '>8.0%')} {_fmt(delta, '>+8.2f')} "
-            f"{_fmt(light_p50, '>10.2f')} {_fmt(light_p99, '>10.2f')} "
+            f"{_fmt(light_p50, '>10.2f')} {_fmt(light_p99, '>10.2f')} {_fmt(sat.get('server_us_per_call'), '>8,.0f')} "
             f"{_fmt(row.get('rss_idle_mb'), '>9.1f')} {_fmt(row.get('rss_loaded_mb'), '>9.1f')} "
             f"{sat.get('foreign_cpu', 0.0):>9.2f}{errors}")
     startup = report["startup"]

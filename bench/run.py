@@ -215,7 +215,7 @@ class Bench:
         return rows
 
     def _profile(self, rows: list[Row]) -> dict[str, Any]:
-        """Each full-path row again, under py-spy; its top entries (the run's figures are not reported)."""
+        """Each row again, under py-spy; its top entries (the run's figures are not reported)."""
         assert self.opts.profile_dir is not None
         out_dir = self.opts.profile_dir
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -320,7 +320,9 @@ class Bench:
             self.results.update((row.name, row.as_dict()) for row in rows)
             calls = tool_calls_answered(figma.url) - calls_before
             usage = {"calls": calls, "rows": self._wait_usage(usage_before + calls) - usage_before}
-            profiled = self._profile([r for r in rows if r.server is figma]) if o.profile_dir else None
+            # The baseline too: the same frames (Tornado, aiohttp) side by side show what tenancy adds.
+            profiled = (self._profile([r for r in rows if r.server is figma or r.name == "baseline"])
+                        if o.profile_dir else None)
             loaded = {"mcp-figma": max((r.rss_loaded_mb for r in rows if r.server is figma and r.rss_loaded_mb),
                                        default=None)}
         finally:
