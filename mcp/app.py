@@ -25,13 +25,14 @@ INSTANCE = r"(?P<instance>[^/]+)"
 def make_app(runtime: ServiceRuntime) -> tornado.web.Application:
     """Routes: /health, /{instance}/health, /{instance}/mcp/tools, /{instance}/mcp/call, the service's own."""
     kw = {"runtime": runtime}
+    # Routes are tried in order and never overlap: the tool-call endpoints, hit on every call, first.
     routes: list[tuple[str, type, dict]] = [
+        (rf"/{INSTANCE}/mcp", McpHandler, kw),
+        (rf"/{INSTANCE}/mcp/call", ToolCallHandler, kw),
+        (rf"/{INSTANCE}/mcp/tools", ToolsListHandler, kw),
+        (rf"/{INSTANCE}/health", InstanceHealthHandler, kw),
         (r"/health", HealthHandler, kw),
         (r"/metrics", MetricsHandler, {"metrics": runtime.metrics, "inflight": runtime.inflight}),
-        (rf"/{INSTANCE}/health", InstanceHealthHandler, kw),
-        (rf"/{INSTANCE}/mcp/tools", ToolsListHandler, kw),
-        (rf"/{INSTANCE}/mcp/call", ToolCallHandler, kw),
-        (rf"/{INSTANCE}/mcp", McpHandler, kw),
     ]
     for route in runtime.service.routes:
         pattern, handler = route[0], route[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from mcp.crypto import CredentialCipher, CredentialKeyError, parse_key
@@ -80,7 +81,7 @@ class Settings:
     bind_host: str = "127.0.0.1"
     db_timeout_s: float = 2.0
     db_pool_max: int = 10
-    instance_cache_ttl_s: float = 5.0
+    instance_cache_ttl_s: float = 60.0
     upstream_timeout_s: float = 30.0
     usage_flush_interval_s: float = 1.0
     usage_buffer_max: int = 50_000
@@ -98,7 +99,7 @@ class Settings:
     mcp_page_size: int = 100
     environ: Mapping[str, str] | None = None
 
-    @property
+    @cached_property
     def origin_policy(self) -> OriginPolicy:
         return OriginPolicy(self.allowed_origins, self.allowed_hosts)
 
@@ -143,7 +144,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         bind_host=env.get("BIND_HOST") or "127.0.0.1",
         db_timeout_s=_float(env, "DB_TIMEOUT", 2.0),
         db_pool_max=_int(env, "DB_POOL_MAX", 10),
-        instance_cache_ttl_s=_float(env, "INSTANCE_CACHE_TTL", 5.0),
+        instance_cache_ttl_s=_float(env, "INSTANCE_CACHE_TTL", 60.0),
         upstream_timeout_s=_float(env, "UPSTREAM_TIMEOUT", 30.0),
         usage_flush_interval_s=_float(env, "USAGE_FLUSH_INTERVAL", 1.0),
         usage_buffer_max=_int(env, "USAGE_BUFFER_MAX", 50_000),

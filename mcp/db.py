@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,6 +32,22 @@ def resolve_database_url(database_url: str | None, embedded_url_file: Path) -> s
         return embedded_url_file.read_text().strip() or None
     except OSError:
         return None
+
+
+async def check_idle_connection(conn: psycopg.AsyncConnection) -> None:
+    """The pool's check before handing out a connection, without a round trip when it is healthy.
+
+    An idle connection has nothing to read. If its socket is readable, the server has closed it (or
+    sent a notice): only then is it checked for real, which raises for a dead one, so the pool
+    replaces it. psycopg_pool's own check sends an empty query on every checkout, which was half the
+    round trips of every cache miss.
+    """
+    if not conn.closed:
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN | select.POLLPRI)
+        if not poller.poll(0):
+            return
+    await AsyncConnectionPool.check_connection(conn)
 
 
 class Database:
@@ -81,7 +98,7 @@ class Database:
                     timeout=self._timeout_s,
                     kwargs={"autocommit": True, "row_factory": dict_row,
                             "application_name": self._application_name, "connect_timeout": 3},
-                    check=AsyncConnectionPool.check_connection,
+                    check=check_idle_connection,
                     reconnect_timeout=0,  # never give up: keep retrying until the database returns
                     name=self._application_name,
                 )

@@ -10,7 +10,7 @@ from mcp.errors import NotFound, TooManyRequests, UpstreamError
 from mcp.instances import Instance, parse_instance_id
 from mcp.runtime import ServiceRuntime
 from mcp.tools import Tool, redact
-from mcp.web import BaseHandler
+from mcp.web import BaseHandler, client_address
 
 
 def service_health(rt: ServiceRuntime) -> dict[str, Any]:
@@ -80,17 +80,17 @@ class InstanceHandler(ServiceHandler):
     async def prepare(self) -> None:
         await super().prepare()
         rt = self.runtime
-        client = self.request.remote_ip or "unknown"
         # Guessing ids is answered from memory once a client has used up its unknown-id budget.
-        wait = rt.probe_limiter.blocked(client)
-        if wait and not rt.resolver.is_cached(self.path_kwargs["instance"]):
-            raise TooManyRequests("too many requests for unknown instances; slow down", retry_after=wait)
+        if rt.probe_limiter.tracking:
+            wait = rt.probe_limiter.blocked(client_address(self.request))
+            if wait and not rt.resolver.is_cached(self.path_kwargs["instance"]):
+                raise TooManyRequests("too many requests for unknown instances; slow down", retry_after=wait)
         try:
             self.instance = await rt.resolver.resolve(self.path_kwargs["instance"])
         except NotFound:
-            rt.probe_limiter.acquire(client)
+            rt.probe_limiter.acquire(client_address(self.request))
             raise
-        wait = rt.rate_limiter.acquire(self.instance.id)
+        wait = rt.rate_limiter.acquire(self.instance.key)
         if wait:
             raise TooManyRequests(f"this instance is over its request rate; retry in {wait} s", retry_after=wait)
 

@@ -2,14 +2,22 @@
 
 Order (each step's failure is the answer): the segment must be a UUID (400) -> the instance must
 exist for this service (404) -> it must be active and not expired (403, saying which) -> its
-credentials are decrypted. Lookups are cached for ``ttl_s`` keyed by (service, instance id);
-``invalidate`` drops an entry at once. Expiry is checked against the clock on every request, so
-an instance expires on time even when served from the cache.
+credentials are decrypted. Lookups are cached for about ``ttl_s`` keyed by instance id;
+``invalidate`` drops an entry at once (every process is told of changes by LISTEN/NOTIFY, so the
+TTL is only the backstop). Expiry is checked against the clock on every request, so an instance
+expires on time even when served from the cache.
+
+A cached instance used in the last quarter of its lifetime is re-read in the background while the
+cached copy answers, so a busy instance never waits for the database; each entry's lifetime is
+jittered so entries loaded together (after a start) do not all expire together.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -19,9 +27,13 @@ from typing import Any
 
 from mcp.crypto import CredentialCipher, DecryptionError
 from mcp.db import Database
-from mcp.errors import BadRequest, Forbidden, NotFound, Unavailable
+from mcp.errors import BadRequest, Forbidden, NotFound, PlatformError, Unavailable
+from mcp.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
+
+# The canonical 8-4-4-4-12 form only (either case): no braces, "urn:uuid:" or missing hyphens.
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 _INSTANCE_SQL = """
 SELECT id, service_name, status, expires_at, credentials_enc
@@ -36,6 +48,13 @@ class Instance:
     status: str
     expires_at: datetime | None
     credentials: dict[str, str]
+    # str(id): the key per-instance state (cache, rate and concurrency limits) is kept under; a
+    # str hashes once, a UUID's hash is computed in Python every time.
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", str(self.id))
 
     def is_expired(self, now: datetime) -> bool:
         return self.status == "expired" or (self.expires_at is not None and self.expires_at <= now)
@@ -53,15 +72,16 @@ class Instance:
         }
 
 
+def instance_key(segment: str) -> str:
+    """The canonical (lower-case) id string of a URL segment; BadRequest unless it is a UUID."""
+    if not isinstance(segment, str) or _CANONICAL_UUID.fullmatch(segment) is None:
+        raise BadRequest("the instance id in the URL must be a UUID", code="invalid_instance_id")
+    return segment.lower()
+
+
 def parse_instance_id(segment: str) -> uuid.UUID:
     """The instance id from a URL segment; BadRequest unless it is a canonical UUID."""
-    try:
-        value = uuid.UUID(segment)
-    except (ValueError, TypeError, AttributeError):
-        raise BadRequest("the instance id in the URL must be a UUID", code="invalid_instance_id") from None
-    if str(value) != segment.lower():
-        raise BadRequest("the instance id in the URL must be a UUID", code="invalid_instance_id")
-    return value
+    return uuid.UUID(instance_key(segment))
 
 
 class InstanceResolver:
@@ -70,14 +90,22 @@ class InstanceResolver:
     ``clock`` (monotonic seconds) and ``now`` (aware wall time) are attributes so tests can swap them.
     """
 
-    def __init__(self, db: Database, cipher: CredentialCipher, service: str, ttl_s: float = 5.0) -> None:
+    # Refresh in the background once an entry has lived this share of its lifetime.
+    REFRESH_AFTER = 0.75
+    # Lifetimes are drawn from [1 - JITTER, 1] x ttl_s.
+    JITTER = 0.2
+
+    def __init__(self, db: Database, cipher: CredentialCipher, service: str, ttl_s: float = 60.0) -> None:
         self.db = db
         self.cipher = cipher
         self.service = service
         self.ttl_s = ttl_s
         self.clock: Callable[[], float] = time.monotonic
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
-        self._cache: dict[uuid.UUID, tuple[float, Instance | None]] = {}
+        self._random = random.Random()
+        # str(id) -> (refresh after, expires at, instance or None for "no such instance")
+        self._cache: dict[str, tuple[float, float, Instance | None]] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
         # Bumped by every invalidation: a lookup that raced with one must not cache what it read.
         self._generation = 0
 
@@ -87,46 +115,84 @@ class InstanceResolver:
         if instance_id is None:
             self._cache.clear()
         else:
-            self._cache.pop(instance_id, None)
+            self._cache.pop(str(instance_id), None)
 
     def is_cached(self, segment: str) -> bool:
         """Whether a lookup of this URL segment would be answered from memory."""
         try:
-            instance_id = parse_instance_id(segment)
+            key = instance_key(segment)
         except BadRequest:
             return False
-        hit = self._cache.get(instance_id)
-        return hit is not None and hit[0] > self.clock()
+        hit = self._cache.get(key)
+        return hit is not None and hit[1] > self.clock()
+
+    def cached(self, key: str) -> tuple[bool, Instance | None]:
+        """(True, the instance or None) when memory can answer for ``str(id)``, else (False, None); never waits."""
+        hit = self._cache.get(key)
+        if hit is None:
+            return False, None
+        now = self.clock()
+        if hit[1] <= now:
+            return False, None
+        if hit[0] <= now and hit[2] is not None and key not in self._refreshing:
+            self._refreshing[key] = asyncio.get_running_loop().create_task(
+                self._refresh(hit[2].id), name="instance-refresh")
+        return True, hit[2]
 
     async def lookup(self, instance_id: uuid.UUID) -> Instance | None:
         """The instance whatever its status, or None if this service has no such instance."""
+        return await self._lookup(str(instance_id), instance_id)
+
+    async def _lookup(self, key: str, instance_id: uuid.UUID | None = None) -> Instance | None:
+        found, instance = self.cached(key)
+        if found:
+            return instance
+        instance_id = instance_id if instance_id is not None else uuid.UUID(key)
         if instance_id.version != 4:
             return None  # every instance id is a random (version 4) UUID: no need to ask the database
-        hit = self._cache.get(instance_id)
-        now = self.clock()
-        if hit is not None and hit[0] > now:
-            return hit[1]
         generation = self._generation
+        loaded_at = self.clock()
         instance = await self._load(instance_id)
-        if generation == self._generation:
-            if len(self._cache) > 100_000:
-                self._cache.clear()
-            self._cache[instance_id] = (now + self.ttl_s, instance)
+        self._store(key, instance, generation, loaded_at)
         return instance
+
+    def _store(self, key: str, instance: Instance | None, generation: int, loaded_at: float) -> None:
+        if generation != self._generation:
+            return
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        life = self.ttl_s * (1.0 - self.JITTER * self._random.random())
+        self._cache[key] = (loaded_at + life * self.REFRESH_AFTER, loaded_at + life, instance)
+
+    async def _refresh(self, instance_id: uuid.UUID) -> None:
+        key = str(instance_id)
+        generation = self._generation
+        loaded_at = self.clock()
+        try:
+            instance = await self._load(instance_id)
+        except PlatformError:
+            return  # the cached copy keeps answering until it expires; the next use tries again
+        finally:
+            self._refreshing.pop(key, None)
+        self._store(key, instance, generation, loaded_at)
+
+    async def close(self) -> None:
+        """Stop background refreshes (at shutdown)."""
+        for task in list(self._refreshing.values()):
+            await cancel_and_wait(task)
+        self._refreshing.clear()
 
     async def resolve(self, segment: str) -> Instance:
         """An active, unexpired instance, or the PlatformError that says why not."""
-        instance_id = parse_instance_id(segment)
-        instance = await self.lookup(instance_id)
+        instance = await self._lookup(instance_key(segment))
         if instance is None:
             raise NotFound(f"no {self.service} instance with this id", code="instance_not_found")
+        if instance.status == "active" and (instance.expires_at is None or instance.expires_at > self.now()):
+            return instance
         status = instance.effective_status(self.now())
         if status == "expired":
             raise Forbidden("this instance has expired; renew it through the main API", code="instance_expired")
-        if status != "active":
-            raise Forbidden(f"this instance is {status}; reactivate it through the main API",
-                            code="instance_inactive")
-        return instance
+        raise Forbidden(f"this instance is {status}; reactivate it through the main API", code="instance_inactive")
 
     async def _load(self, instance_id: uuid.UUID) -> Instance | None:
         async with self.db.connection() as conn:

@@ -3,7 +3,7 @@
 A trigger on ``service_instances`` notifies ``mcp_instance_changed`` with the instance id on every
 update or delete. Each service process keeps one extra connection listening. While that connection
 is down nothing is announced, so on every (re)connect the whole cache is dropped, and the cache's
-TTL bounds staleness in between.
+TTL (``INSTANCE_CACHE_TTL``, 60 s by default) bounds staleness in between.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from mcp.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 CHANNEL = "mcp_instance_changed"
+# A connection that silently died (a dropped NAT entry, a partitioned network) delivers nothing and
+# raises nothing; keepalives notice within about a minute, the reconnect then drops the cache.
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 
 
 class InvalidationListener:
@@ -48,8 +51,8 @@ class InvalidationListener:
             try:
                 if not conninfo:
                     raise psycopg.OperationalError("no database configured")
-                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True,
-                                                                 connect_timeout=3) as conn:
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=3,
+                                                                 **_KEEPALIVES) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self._resolver.invalidate()
                     self.connected.set()

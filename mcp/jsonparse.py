@@ -64,7 +64,6 @@ def _refusal(value: Any, surrogates: bool) -> str | None:
     return None
 
 
-
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
@@ -84,7 +83,10 @@ def parse_json(raw: bytes) -> Any:
         raise JsonInputError("a number in it has too many digits") from None
     except RecursionError:
         raise JsonInputError("it is nested too deeply") from None
-    refusal = _refusal(value, surrogates=_SURROGATE_ESCAPE.search(text) is not None)
+    surrogates = _SURROGATE_ESCAPE.search(text) is not None
+    if not surrogates and text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return value  # the usual body: no nesting can reach the limit, nothing to search for
+    refusal = _refusal(value, surrogates=surrogates)
     if refusal:
         raise JsonInputError(refusal)
     return value

@@ -6,8 +6,7 @@ Knows nothing of MCP methods or HTTP; ``mcp.protocol`` builds on it. Errors are 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mcp.errors import InvalidParams, InvalidRequest, ParseError, RpcError
 from mcp.jsonparse import JsonInputError, parse_json
@@ -15,8 +14,7 @@ from mcp.jsonparse import JsonInputError, parse_json
 RequestId = str | int
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """A message that wants an answer."""
 
     id: RequestId
@@ -24,16 +22,14 @@ class Request:
     params: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Notification:
+class Notification(NamedTuple):
     """A message that gets no answer."""
 
     method: str
     params: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
     """A client's answer to a server request (a result or an error)."""
 
     id: RequestId | None

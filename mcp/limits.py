@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 
 _MAX_KEYS = 100_000
@@ -30,6 +30,11 @@ class RateLimiter:
     @property
     def enabled(self) -> bool:
         return self.rate > 0
+
+    @property
+    def tracking(self) -> bool:
+        """Whether any key has spent a token recently (if not, nobody can be blocked)."""
+        return bool(self._buckets)
 
     def blocked(self, key: Hashable) -> int:
         """Seconds until ``key`` may spend a token again, without spending one (0 if it may now)."""
@@ -57,51 +62,61 @@ class RateLimiter:
 
 
 class ConcurrencyLimiter:
-    """At most ``limit`` concurrent upstream calls per key; the rest wait their turn.
+    """At most ``limit`` concurrent upstream calls per key; the rest wait their turn, first come first served.
 
-    One noisy instance queues behind itself and cannot take every upstream connection.
+    One noisy instance queues behind itself and cannot take every upstream connection. Below the
+    limit a call costs one dictionary update; only a call that must wait allocates anything.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._sems: dict[Hashable, tuple[asyncio.Semaphore, int]] = {}
+        self._active: dict[Hashable, int] = {}
+        self._waiters: dict[Hashable, deque[asyncio.Future[None]]] = {}
 
-    def slot(self, key: Hashable) -> _Slot:
-        return _Slot(self, key)
+    def active(self, key: Hashable) -> int:
+        return self._active.get(key, 0)
 
-    def _enter(self, key: Hashable) -> asyncio.Semaphore:
-        sem, users = self._sems.get(key, (None, 0))
-        if sem is None:
-            sem = asyncio.Semaphore(self.limit)
-        self._sems[key] = (sem, users + 1)
-        return sem
-
-    def _leave(self, key: Hashable) -> None:
-        sem, users = self._sems[key]
-        if users <= 1:
-            del self._sems[key]  # idle: forget it, so the map holds only keys in use
-        else:
-            self._sems[key] = (sem, users - 1)
-
-
-class _Slot:
-    def __init__(self, owner: ConcurrencyLimiter, key: Hashable) -> None:
-        self._owner = owner
-        self._key = key
-        self._sem: asyncio.Semaphore | None = None
-
-    async def __aenter__(self) -> None:
-        if self._owner.limit <= 0:
+    async def acquire(self, key: Hashable) -> None:
+        if self.limit <= 0:
             return
-        self._sem = self._owner._enter(self._key)
+        active = self._active.get(key, 0)
+        if active < self.limit and key not in self._waiters:
+            self._active[key] = active + 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, deque()).append(waiter)
         try:
-            await self._sem.acquire()
-        except BaseException:
-            self._owner._leave(self._key)
-            self._sem = None
+            await waiter  # release() hands its slot over: the active count stays as it is
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(key)  # handed a slot just as it was cancelled: pass it on
+            else:
+                self._forget(key, waiter)
             raise
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self._sem is not None:
-            self._sem.release()
-            self._owner._leave(self._key)
+    def release(self, key: Hashable) -> None:
+        if self.limit <= 0:
+            return
+        waiters = self._waiters.get(key)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiters:
+                del self._waiters[key]
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        active = self._active.get(key, 0) - 1
+        if active > 0:
+            self._active[key] = active
+        else:
+            self._active.pop(key, None)  # idle: forget it, so the map holds only keys in use
+
+    def _forget(self, key: Hashable, waiter: asyncio.Future[None]) -> None:
+        waiters = self._waiters.get(key)
+        if waiters is not None:
+            try:
+                waiters.remove(waiter)
+            except ValueError:
+                pass
+            if not waiters:
+                del self._waiters[key]

@@ -15,9 +15,11 @@ altogether, and legacy clients carry their negotiated version in ``MCP-Protocol-
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import tornado.web
+from tornado.httputil import HTTPHeaders
 
 from mcp.errors import (
     JSONRPC_INVALID_REQUEST,
@@ -31,21 +33,31 @@ from mcp.errors import (
 )
 from mcp.handlers import InstanceHandler, call_tool
 from mcp.protocol import McpServer, handle_post
-from mcp.service import Service
 from mcp.web import dumps
 
 _JSON = "application/json"
 
 
-def server_info(service: Service) -> dict[str, Any]:
-    """The MCP Implementation object a service presents (initialize, and every modern result)."""
-    cfg = service.config
-    info: dict[str, Any] = {"name": cfg.name, "version": cfg.version}
-    if cfg.display_name:
-        info["title"] = cfg.display_name
-    if cfg.description:
-        info["description"] = cfg.description
-    return info
+class _HeaderLists(Mapping[str, list[str]]):
+    """Tornado's request headers as ``mcp.protocol`` reads them: a name's every value, on demand."""
+
+    def __init__(self, headers: HTTPHeaders) -> None:
+        self._headers = headers
+
+    def __getitem__(self, name: str) -> list[str]:
+        values = self._headers.get_list(name)
+        if not values:
+            raise KeyError(name)
+        return values
+
+    def get(self, name: str, default: Any = None) -> Any:  # the only read mcp.protocol makes
+        return self._headers.get_list(name) or default
+
+    def __iter__(self) -> Iterator[str]:
+        return (name.lower() for name in self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
 
 
 def _media_types(header: str) -> list[str]:
@@ -60,6 +72,7 @@ def _media_types(header: str) -> list[str]:
     return kept
 
 
+@functools.lru_cache(maxsize=64)  # a pure function of a header that takes few distinct values
 def accepts_json(accept: str | None) -> bool:
     """Whether a client with this Accept header takes our JSON answers (no header: anything)."""
     if accept is None:
@@ -67,6 +80,7 @@ def accepts_json(accept: str | None) -> bool:
     return any(t in (_JSON, "application/*", "*/*") for t in _media_types(accept))
 
 
+@functools.lru_cache(maxsize=64)
 def is_json(content_type: str | None) -> bool:
     return content_type is not None and content_type.split(";", 1)[0].strip().lower() == _JSON
 
@@ -101,14 +115,9 @@ class McpHandler(InstanceHandler):
         if self._too_large:
             raise PayloadTooLarge(f"the request body is larger than {self._max_body} bytes")
         rt = self.runtime
-        server = McpServer(
-            registry=rt.registry,
-            invoke=functools.partial(call_tool, rt, self.instance),
-            server_info=server_info(rt.service),
-            page_size=rt.settings.mcp_page_size,
-        )
-        headers = {name.lower(): self.request.headers.get_list(name) for name in self.request.headers}
-        reply = await handle_post(server, headers, bytes(self._body))
+        server = McpServer(rt.registry, functools.partial(call_tool, rt, self.instance), rt.server_info,
+                           rt.settings.mcp_page_size)
+        reply = await handle_post(server, _HeaderLists(self.request.headers), bytes(self._body))
         self.set_status(reply.status)
         if reply.body is None:
             self.clear_header("Content-Type")

@@ -37,42 +37,81 @@ class Histogram:
         self.n += 1
 
 
+class _Cell:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+
 class Metrics:
-    """Counters and latency histograms for one process; ``render()`` is the /metrics body."""
+    """Counters and latency histograms for one process; ``render()`` is the /metrics body.
+
+    ``request`` and ``tool_call`` run on every call: they keep their series by their arguments, so a
+    call costs two dictionary lookups rather than building and sorting label sets.
+    """
 
     def __init__(self, process: str) -> None:
         self.process = process
         self.started = time.time()
-        self._counters: dict[str, dict[Labels, float]] = defaultdict(lambda: defaultdict(float))
+        self._counters: dict[str, dict[Labels, _Cell]] = defaultdict(dict)
         self._histograms: dict[str, dict[Labels, Histogram]] = defaultdict(dict)
         self._help: dict[str, str] = {}
         self._gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self._request_series: dict[tuple[str, str, int], tuple[_Cell, Histogram]] = {}
+        self._tool_series: dict[tuple[str, str], tuple[_Cell, Histogram]] = {}
+
+    def _counter(self, name: str, help_text: str, labels: dict[str, str]) -> _Cell:
+        self._help[name] = help_text
+        series = self._counters[name]
+        key = tuple(sorted(labels.items()))
+        cell = series.get(key)
+        if cell is None:
+            cell = series[key] = _Cell()
+        return cell
+
+    def _histogram(self, name: str, help_text: str, labels: dict[str, str]) -> Histogram:
+        self._help[name] = help_text
+        series = self._histograms[name]
+        key = tuple(sorted(labels.items()))
+        hist = series.get(key)
+        if hist is None:
+            hist = series[key] = Histogram()
+        return hist
 
     def inc(self, name: str, help_text: str, amount: float = 1.0, **labels: str) -> None:
-        self._help[name] = help_text
-        self._counters[name][tuple(sorted(labels.items()))] += amount
+        self._counter(name, help_text, labels).value += amount
 
     def observe(self, name: str, help_text: str, value: float, **labels: str) -> None:
-        self._help[name] = help_text
-        key = tuple(sorted(labels.items()))
-        hist = self._histograms[name].get(key)
-        if hist is None:
-            hist = self._histograms[name][key] = Histogram()
-        hist.observe(value)
+        self._histogram(name, help_text, labels).observe(value)
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """A value read at scrape time (uptime, buffer sizes)."""
         self._gauges[name] = (help_text, read)
 
     def request(self, handler: str, method: str, status: int, seconds: float) -> None:
-        self.inc("mcp_http_requests_total", "HTTP requests by handler, method and status",
-                 handler=handler, method=method, status=str(status))
-        self.observe("mcp_http_request_duration_seconds", "HTTP request latency", seconds, handler=handler)
+        key = (handler, method, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = (
+                self._counter("mcp_http_requests_total", "HTTP requests by handler, method and status",
+                              {"handler": handler, "method": method, "status": str(status)}),
+                self._histogram("mcp_http_request_duration_seconds", "HTTP request latency", {"handler": handler}))
+        series[0].value += 1
+        series[1].observe(seconds)
 
     def tool_call(self, tool: str, outcome: str, seconds: float, upstream_code: str | None = None,
                   upstream: str | None = None) -> None:
-        self.inc("mcp_tool_calls_total", "Tool calls by tool and outcome", tool=tool, outcome=outcome)
-        self.observe("mcp_tool_call_duration_seconds", "Tool call latency, upstream included", seconds, tool=tool)
+        key = (tool, outcome)
+        series = self._tool_series.get(key)
+        if series is None:
+            series = self._tool_series[key] = (
+                self._counter("mcp_tool_calls_total", "Tool calls by tool and outcome",
+                              {"tool": tool, "outcome": outcome}),
+                self._histogram("mcp_tool_call_duration_seconds", "Tool call latency, upstream included",
+                                {"tool": tool}))
+        series[0].value += 1
+        series[1].observe(seconds)
         if upstream_code is not None:
             self.inc("mcp_upstream_errors_total", "Upstream failures by upstream and code",
                      upstream=upstream or "unknown", code=upstream_code)
@@ -87,10 +126,11 @@ class Metrics:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name}{_fmt_labels(base)} {read()}"]
         for name, series in sorted(self._counters.items()):
             lines += [f"# HELP {name} {self._help[name]}", f"# TYPE {name} counter"]
-            lines += [f"{name}{_fmt_labels(base + labels)} {value:g}" for labels, value in sorted(series.items())]
+            lines += [f"{name}{_fmt_labels(base + labels)} {cell.value:g}"
+                      for labels, cell in sorted(series.items(), key=lambda item: item[0])]
         for name, series in sorted(self._histograms.items()):
             lines += [f"# HELP {name} {self._help[name]}", f"# TYPE {name} histogram"]
-            for labels, hist in sorted(series.items()):
+            for labels, hist in sorted(series.items(), key=lambda item: item[0]):
                 cumulative = 0
                 for bound, count in zip((*hist.buckets, float("inf")), hist.counts, strict=True):
                     cumulative += count

@@ -14,6 +14,7 @@ A request without ``Origin`` is not from a browser page and passes the origin ch
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -78,6 +79,7 @@ def parse_host_entry(entry: str) -> str:
     return host
 
 
+@functools.lru_cache(maxsize=256)  # a pure function of the Host header, read on every MCP request
 def host_name(value: str) -> str:
     """The name or address part of a Host header value: ``[::1]:8080`` -> ``::1``, ``a.b:80`` -> ``a.b``."""
     value = value.strip().lower()

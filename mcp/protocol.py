@@ -28,8 +28,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mcp.errors import (
     BadRequest,
@@ -75,8 +74,7 @@ ToolInvoker = Callable[[Tool, Any], Awaitable[dict[str, Any]]]
 Headers = Mapping[str, Sequence[str]]
 
 
-@dataclass(frozen=True)
-class McpServer:
+class McpServer(NamedTuple):
     """What one request is served with: the service's tools and a tool call bound to its instance.
 
     ``invoke(tool, arguments)`` validates the arguments, runs the tool and records usage (see
@@ -89,8 +87,7 @@ class McpServer:
     page_size: int = 100
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     """The HTTP answer to one POST: a status and a JSON body (None: no body, as with 202)."""
 
     status: int

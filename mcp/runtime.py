@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import aiohttp
@@ -83,15 +84,20 @@ class ServiceRuntime:
     async def stop(self) -> None:
         if self.listener is not None:
             await self.listener.stop()
+        await self.resolver.close()
         await self.usage.close()
         await self.db.close()
         if self.session is not None:
             await self.session.close()
             self.session = None
 
+    @cached_property
+    def server_info(self) -> dict[str, Any]:
+        return self.service.server_info()
+
     def client_for(self, instance: Instance) -> Any:
         """The service's upstream client for one call, bound to this instance's credentials."""
         self.ensure_started()
         assert self.session is not None
-        http = UpstreamHTTP(self.session, self.upstream_url, self.service.name, self.upstream_slots, instance.id)
+        http = UpstreamHTTP(self.session, self.upstream_url, self.service.name, self.upstream_slots, instance.key)
         return self.service.client_factory(http, instance.credentials)

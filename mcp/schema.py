@@ -23,24 +23,29 @@ class SchemaError(ValueError):
         self.reason = message
 
 
+def _is_integer(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and value.is_integer())
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_TYPE_TESTS: dict[str, Callable[[Any], bool]] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "integer": _is_integer,
+    "number": _is_number,
+    "null": lambda v: v is None,
+}
+
+
 def _is_type(value: Any, t: str) -> bool:
-    if t == "object":
-        return isinstance(value, dict)
-    if t == "array":
-        return isinstance(value, list)
-    if t == "string":
-        return isinstance(value, str)
-    if t == "boolean":
-        return isinstance(value, bool)
-    if t == "integer":
-        return isinstance(value, int) and not isinstance(value, bool) or (
-            isinstance(value, float) and value.is_integer()
-        )
-    if t == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if t == "null":
-        return value is None
-    return True
+    test = _TYPE_TESTS.get(t)
+    return test is None or test(value)
 
 
 def _join(path: str, key: str | int) -> str:
@@ -56,10 +61,16 @@ def compile_schema(schema: dict[str, Any]) -> Check:
     if t is not None:
         types = [t] if isinstance(t, str) else list(t)
         label = " or ".join(types)
+        if len(types) == 1:
+            test = _TYPE_TESTS.get(types[0], lambda v: True)  # the usual case, checked on every call
 
-        def check_type(v: Any, p: str) -> None:
-            if not any(_is_type(v, x) for x in types):
-                raise SchemaError(p, f"must be of type {label}")
+            def check_type(v: Any, p: str) -> None:
+                if not test(v):
+                    raise SchemaError(p, f"must be of type {label}")
+        else:
+            def check_type(v: Any, p: str) -> None:
+                if not any(_is_type(v, x) for x in types):
+                    raise SchemaError(p, f"must be of type {label}")
 
         checks.append(check_type)
     if "enum" in schema:
@@ -165,6 +176,9 @@ def compile_schema(schema: dict[str, Any]) -> Check:
                 raise errors[0]
 
             checks.append(check_any)
+
+    if len(checks) == 1:
+        return checks[0]
 
     def check(value: Any, path: str = "") -> None:
         for c in checks:

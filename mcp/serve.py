@@ -82,10 +82,9 @@ async def serve(
     application's ``max_body_bytes`` with a JSON 413 before reading them.
     """
     sockets = bind(port, host)
-    # xheaders: nginx's X-Real-IP / X-Forwarded-For name the client (used for per-client limits); the
-    # process binds to localhost, so only a local proxy can set them.
-    server = tornado.httpserver.HTTPServer(app, max_body_size=max_body_size, idle_connection_timeout=60,
-                                           xheaders=True)
+    # No xheaders: the client nginx names in X-Real-IP is read only where per-client limits need it
+    # (mcp.web.client_address); Tornado's xheaders costs a getaddrinfo() call on every request.
+    server = tornado.httpserver.HTTPServer(app, max_body_size=max_body_size, idle_connection_timeout=60)
     server.add_sockets(sockets)
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()

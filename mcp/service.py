@@ -120,6 +120,16 @@ class Service:
     def name(self) -> str:
         return self.config.name
 
+    def server_info(self) -> dict[str, Any]:
+        """The MCP Implementation object the service presents (initialize, and every modern result)."""
+        cfg = self.config
+        info: dict[str, Any] = {"name": cfg.name, "version": cfg.version}
+        if cfg.display_name:
+            info["title"] = cfg.display_name
+        if cfg.description:
+            info["description"] = cfg.description
+        return info
+
     @property
     def port_env(self) -> str:
         """The variable that overrides the port (tests); honcho's $PORT is deliberately ignored."""

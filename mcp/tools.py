@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mcp.errors import BadRequest, NotFound, ToolError, UpstreamError
 from mcp.schema import Check, SchemaError, compile_schema
@@ -53,9 +53,8 @@ class Tool:
         return d
 
 
-@dataclass(frozen=True)
-class CallOutcome:
-    """A CallToolResult plus what usage and metrics record about it."""
+class CallOutcome(NamedTuple):
+    """A CallToolResult plus what usage and metrics record about it (one per call: a cheap tuple)."""
 
     result: dict[str, Any]
     outcome: str

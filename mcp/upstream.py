@@ -10,13 +10,11 @@ import email.utils
 import json
 import time
 from collections.abc import Hashable
-from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 
 from mcp.errors import UpstreamError
 from mcp.limits import ConcurrencyLimiter
@@ -34,8 +32,9 @@ def make_session(timeout_s: float, max_connections: int = 200) -> aiohttp.Client
     )
 
 
-@dataclass(frozen=True)
-class UpstreamResponse:
+class UpstreamResponse(NamedTuple):
+    """One upstream answer (one per call: a cheap tuple)."""
+
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
@@ -107,12 +106,15 @@ class UpstreamHTTP:
         clean_params = None
         if params:
             clean_params = {k: _param(v) for k, v in params.items() if v is not None}
+        limiter = self._limiter
+        if limiter is not None:
+            await limiter.acquire(self._key)
         try:
-            async with self._slot(), self.session.request(
-                method, target, headers=headers, params=clean_params, json=json_body
-            ) as resp:
+            async with self.session.request(method, target, headers=headers, params=clean_params,
+                                            json=json_body) as resp:
                 body = await resp.read()
-                return UpstreamResponse(resp.status, CIMultiDictProxy(CIMultiDict(resp.headers)), body)
+                # resp.headers is already a read-only view that outlives the response.
+                return UpstreamResponse(resp.status, resp.headers, body)
         except TimeoutError:
             raise UpstreamError(
                 self.upstream,
@@ -125,13 +127,9 @@ class UpstreamHTTP:
                 f"could not reach {self.upstream} ({type(e).__name__}); check the network or try again later",
                 code="unreachable",
             ) from None
-
-
-    def _slot(self) -> AbstractAsyncContextManager[None]:
-        """This instance's turn at the upstream (bounded concurrency), or no limit at all."""
-        if self._limiter is None:
-            return nullcontext()
-        return self._limiter.slot(self._key)
+        finally:
+            if limiter is not None:
+                limiter.release(self._key)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -12,8 +12,8 @@ import logging
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from mcp.db import Database
 from mcp.errors import Unavailable
@@ -22,20 +22,26 @@ from mcp.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 _BATCH = 1000
-# Binary parameters (%b): arrays of thousands of values are dumped several times faster than as text.
-_INSERT = (
-    "INSERT INTO usage (instance_id, service_name, tool, outcome, latency_ms, called_at) "
-    "SELECT * FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], %b::real[], %b::timestamptz[])"
+# One statement, so one round trip and atomic without a transaction: the rows go in, and each
+# instance's last_used_at moves to its latest call. Binary parameters (%b): arrays of thousands of
+# values are dumped several times faster than as text. The service name is the same for every row.
+_WRITE = """
+WITH u AS (
+    SELECT * FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::real[], %b::timestamptz[])
+        AS u(instance_id, tool, outcome, latency_ms, called_at)
+), inserted AS (
+    INSERT INTO usage (instance_id, service_name, tool, outcome, latency_ms, called_at)
+    SELECT instance_id, %s, tool, outcome, latency_ms, called_at FROM u
 )
-_TOUCH = (
-    "UPDATE service_instances SET last_used_at = t.at FROM "
-    "(SELECT id, max(at) AS at FROM unnest(%b::uuid[], %b::timestamptz[]) AS u(id, at) GROUP BY id) t "
-    "WHERE service_instances.id = t.id AND (last_used_at IS NULL OR last_used_at < t.at)"
-)
+UPDATE service_instances SET last_used_at = t.at
+FROM (SELECT instance_id, max(called_at) AS at FROM u GROUP BY instance_id) t
+WHERE service_instances.id = t.instance_id AND (last_used_at IS NULL OR last_used_at < t.at)
+"""
 
 
-@dataclass(frozen=True)
-class UsageRecord:
+class UsageRecord(NamedTuple):
+    """One call; a named tuple, as one is built per call and a frozen dataclass costs several times more."""
+
     instance_id: uuid.UUID
     service: str
     tool: str
@@ -100,12 +106,14 @@ class UsageRecorder:
         return True
 
     async def _write(self, batch: list[UsageRecord]) -> None:
-        ids = [r.instance_id for r in batch]
-        ats = [r.called_at for r in batch]
-        async with self.db.connection() as conn, conn.transaction():
-            await conn.execute(_INSERT, (ids, [r.service for r in batch], [r.tool for r in batch],
-                                         [r.outcome for r in batch], [r.latency_ms for r in batch], ats))
-            await conn.execute(_TOUCH, (ids, ats))
+        services = {r.service for r in batch}
+        async with self.db.connection() as conn:
+            if len(services) == 1:  # always, in a service process: one statement, atomic by itself
+                await conn.execute(_WRITE, _params(batch, services.pop()))
+                return
+            async with conn.transaction():
+                for service in services:
+                    await conn.execute(_WRITE, _params([r for r in batch if r.service == service], service))
 
     async def close(self, timeout_s: float = 1.5) -> None:
         """Stop the background task and try once more to write what is buffered."""
@@ -120,3 +128,8 @@ class UsageRecorder:
             if not ok:
                 log.error("%d usage records could not be written before shutdown (%.1fs)",
                           len(self._buffer), time.monotonic() - started)
+
+
+def _params(rows: list[UsageRecord], service: str) -> tuple[object, ...]:
+    return ([r.instance_id for r in rows], [r.tool for r in rows], [r.outcome for r in rows],
+            [r.latency_ms for r in rows], [r.called_at for r in rows], service)

@@ -10,14 +10,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import tornado.httputil
 import tornado.web
 
+from mcp.accesslog import AccessLog
 from mcp.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, PlatformError
 from mcp.jsonparse import JsonInputError, parse_json
 from mcp.metrics import Metrics
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("mcp.access")
 
 _UUID_SEGMENT = re.compile(r"/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?=/|$|\?)")
 
@@ -29,21 +30,41 @@ _HTTP_ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
+_LOOPBACK_PEERS = frozenset({"127.0.0.1", "::1"})
+# An IPv4 or IPv6 address as a proxy writes it; anything else in the header is ignored.
+_ADDRESS = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+
+
+def client_address(request: tornado.httputil.HTTPServerRequest) -> str:
+    """Who sent the request: the peer, or, when the peer is a proxy on this machine (nginx), the
+    client it names in X-Real-IP or last in X-Forwarded-For.
+
+    Read only where it is needed (per-client limits): Tornado's ``xheaders`` would parse the
+    headers and validate the address with a getaddrinfo() call on every request.
+    """
+    peer = request.remote_ip or "unknown"
+    if peer not in _LOOPBACK_PEERS:
+        return peer
+    headers = request.headers
+    named = headers.get("X-Real-Ip") or (headers.get("X-Forwarded-For") or "").rsplit(",", 1)[-1].strip()
+    return named if named and _ADDRESS.fullmatch(named) else peer
+
+
 def scrub_path(path: str) -> str:
     """Instance ids are bearer capabilities: replace them before a path is logged or measured."""
     return _UUID_SEGMENT.sub("/{instance}", path)
 
 
-def request_logger(metrics: Metrics) -> Callable[[tornado.web.RequestHandler], None]:
+def request_logger(metrics: Metrics, access: AccessLog | None = None) -> Callable[[tornado.web.RequestHandler], None]:
     """The application's log_function: an access log line and request metrics, per request."""
+    access = access if access is not None else AccessLog()
 
     def log_request(handler: tornado.web.RequestHandler) -> None:
         # No instance ids (bearer capabilities) and no query strings (which may carry tokens).
         status = handler.get_status()
         req = handler.request
         seconds = req.request_time()
-        level = logging.INFO if status < 500 else logging.ERROR
-        access_log.log(level, "%d %s %s %.1fms", status, req.method, scrub_path(req.path), 1000.0 * seconds)
+        access.request(status, req.method or "", scrub_path(req.path), seconds)
         metrics.request(type(handler).__name__, req.method or "", status, seconds)
 
     return log_request
@@ -103,6 +124,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self._body = bytearray()
         self._too_large = False
         self._max_body = int(self.application.settings.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES))
+        self._max_digits = len(str(self._max_body))
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -115,7 +137,9 @@ class BaseHandler(tornado.web.RequestHandler):
             self._inflight.count += 1
             self._counted = True
         length = self.request.headers.get("Content-Length")
-        if length is not None and _DIGITS.fullmatch(length) and _larger_than(length, self._max_body):
+        # Fewer digits than the limit: smaller, whatever they are (the usual case, decided at once).
+        if (length is not None and len(length) >= self._max_digits and _DIGITS.fullmatch(length)
+                and _larger_than(length, self._max_body)):
             raise PayloadTooLarge(f"the request body is larger than {self._max_body} bytes")
 
     def data_received(self, chunk: bytes) -> None:

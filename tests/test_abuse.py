@@ -81,6 +81,21 @@ def test_guessing_instance_ids_is_answered_from_memory(admin, limited):
     assert http("GET", f"{service.url}/{known}/mcp/tools").status == 200
 
 
+def test_the_unknown_id_budget_is_per_client_as_a_local_proxy_names_it(limited):
+    service = limited(UNKNOWN_ID_LIMIT_PER_MINUTE="6")  # a burst of 3 unknown ids per client
+
+    def guess(headers: dict[str, str]) -> int:
+        return http("GET", f"{service.url}/{uuid.uuid4()}/mcp/tools", headers=headers).status
+
+    # nginx (a peer on this machine) names the client in X-Real-IP, or last in X-Forwarded-For.
+    assert [guess({"X-Real-IP": "203.0.113.7"}) for _ in range(4)] == [404, 404, 404, 429]
+    assert guess({"X-Forwarded-For": "198.51.100.1, 203.0.113.7"}) == 429  # the same client, named the other way
+    assert guess({"X-Real-IP": "203.0.113.8"}) == 404  # another client has its own budget
+    assert guess({"X-Forwarded-For": "203.0.113.7, 203.0.113.9"}) == 404  # the last hop counts
+    # A value that is not an address is ignored: the request counts against the proxy itself.
+    assert [guess({"X-Real-IP": "not an address"}) for _ in range(4)] == [404, 404, 404, 429]
+
+
 def test_hundreds_of_concurrent_calls_from_dozens_of_instances_never_cross_credentials(admin, figma_service, figma):
     instances = {admin.create_instance(user=f"u{i}@example.com", credentials={"api_key": f"figd_tenant_{i:03d}"})
                  ["instance_id"]: f"figd_tenant_{i:03d}" for i in range(40)}
