@@ -16,8 +16,7 @@ import os
 import uuid
 from collections.abc import Sequence
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from mcp.aesgcm import AesGcmFactory, AuthenticationFailed
 
 FORMAT_VERSION = "v1"
 _AAD_PREFIX = b"mcp-platform/credentials/v1/"
@@ -54,11 +53,12 @@ def key_id(key: bytes) -> str:
 class CredentialCipher:
     """Encrypts with the first key; decrypts with whichever configured key wrote the value."""
 
-    def __init__(self, keys: Sequence[bytes]) -> None:
+    def __init__(self, keys: Sequence[bytes], aead: AesGcmFactory | None = None) -> None:
         if not keys:
             raise CredentialKeyError("at least one credentials key is required")
+        make = aead if aead is not None else AesGcmFactory()
         self._current_id = key_id(keys[0])
-        self._aead = {key_id(k): AESGCM(k) for k in keys}
+        self._aead = {key_id(k): make(k) for k in keys}
 
     @property
     def current_key_id(self) -> str:
@@ -84,7 +84,7 @@ class CredentialCipher:
         try:
             raw = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
             plaintext = aead.decrypt(raw[:12], raw[12:], _AAD_PREFIX + instance_id.bytes)
-        except (InvalidTag, ValueError, binascii.Error):
+        except (AuthenticationFailed, ValueError, binascii.Error):
             raise DecryptionError("stored credentials failed authentication") from None
         return json.loads(plaintext)
 

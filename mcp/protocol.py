@@ -137,17 +137,21 @@ async def handle_post(server: McpServer, headers: Headers, raw: bytes) -> Reply:
 # --- legacy era ------------------------------------------------------------------------------
 
 
-async def _legacy(server: McpServer, payload: Any) -> Reply:
+def _legacy(server: McpServer, payload: Any) -> Awaitable[Reply]:
     """One legacy message: requests are answered (errors in-band), the rest is accepted."""
     try:
         message = classify(payload)
     except RpcError as e:
         # A message we cannot accept is an HTTP error in both eras (the 200-with-error of the
         # legacy era is for requests we understood).
-        return Reply(e.status(modern=True), error_response(request_id(payload), e))
+        return _ready(Reply(e.status(modern=True), error_response(request_id(payload), e)))
     if not isinstance(message, Request):
-        return Reply(202)  # notifications (initialized, cancelled, ...) and client responses
-    return await _answer(server, message, modern=False)
+        return _ready(Reply(202))  # notifications (initialized, cancelled, ...) and client responses
+    return _answer(server, message, modern=False)
+
+
+async def _ready(reply: Reply) -> Reply:
+    return reply
 
 
 async def _batch(server: McpServer, version: str, items: list[Any]) -> Reply:
@@ -265,7 +269,9 @@ def _discover() -> dict[str, Any]:
 async def _answer(server: McpServer, request: Request, *, modern: bool) -> Reply:
     """Run one request; its errors become JSON-RPC error answers with the era's HTTP status."""
     try:
-        result = await _dispatch(server, request, modern=modern)
+        result = _dispatch(server, request, modern=modern)
+        if not isinstance(result, dict):
+            result = await result  # tools/call: the only method that waits for anything
     except RpcError as e:
         return Reply(e.status(modern=modern), error_response(request.id, e))
     except Exception:
@@ -277,14 +283,16 @@ async def _answer(server: McpServer, request: Request, *, modern: bool) -> Reply
     return Reply(200, result_response(request.id, result))
 
 
-async def _dispatch(server: McpServer, request: Request, *, modern: bool) -> dict[str, Any]:
-    """The result of one request in its era's method table; MethodNotFound outside it."""
+def _dispatch(server: McpServer, request: Request, *,
+              modern: bool) -> dict[str, Any] | Awaitable[dict[str, Any]]:
+    """The result of one request in its era's method table (for tools/call, the call to await);
+    MethodNotFound outside it. Not a coroutine itself: each level of awaiting costs every call."""
     method, params = request.method, request.params
+    if method == "tools/call":
+        return _tools_call(server, params)
     if method == "tools/list":
         page = _tools_page(server, params)
         return {**page, "ttlMs": LIST_TTL_MS, "cacheScope": CACHE_SCOPE} if modern else page
-    if method == "tools/call":
-        return await _tools_call(server, params)
     if modern:
         if method == "server/discover":
             return _discover()
@@ -329,8 +337,9 @@ def _tools_page(server: McpServer, params: dict[str, Any]) -> dict[str, Any]:
     return page
 
 
-async def _tools_call(server: McpServer, params: dict[str, Any]) -> dict[str, Any]:
-    """Unknown tools and malformed params are protocol errors; everything else is a CallToolResult."""
+def _tools_call(server: McpServer, params: dict[str, Any]) -> Awaitable[dict[str, Any]]:
+    """Unknown tools and malformed params are protocol errors (raised now); everything else is a
+    CallToolResult (the returned call, to await)."""
     try:
         tool = server.registry.get(params.get("name"))
     except (BadRequest, NotFound) as e:
@@ -338,4 +347,4 @@ async def _tools_call(server: McpServer, params: dict[str, Any]) -> dict[str, An
     arguments = params.get("arguments")
     if arguments is not None and not isinstance(arguments, dict):
         raise InvalidParams("params.arguments must be an object")
-    return await server.invoke(tool, arguments)
+    return server.invoke(tool, arguments)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import signal
 import sys
@@ -93,6 +94,10 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     if on_start is not None:
         await on_start()
+    # Everything allocated so far (modules, the app, the runtime) lives as long as the process: move
+    # it out of the collector's sight, so a full collection scans only what requests created since
+    # (it took up to 19 ms and 1.5% of the CPU under load before).
+    gc.freeze()
     log.info("listening on http://%s:%d", host, port)
     await stop.wait()
     started = time.monotonic()
