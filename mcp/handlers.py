@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,20 +78,37 @@ class InstanceHandler(ServiceHandler):
 
     instance: Instance
 
-    async def prepare(self) -> None:
-        await super().prepare()
+    def prepare(self) -> Awaitable[None] | None:
+        """Synchronous when the instance is cached (the usual case); else the lookup to await."""
+        super().prepare()
         rt = self.runtime
+        segment = self.path_kwargs["instance"]
         # Guessing ids is answered from memory once a client has used up its unknown-id budget.
         if rt.probe_limiter.tracking:
             wait = rt.probe_limiter.blocked(client_address(self.request))
-            if wait and not rt.resolver.is_cached(self.path_kwargs["instance"]):
+            if wait and not rt.resolver.is_cached(segment):
                 raise TooManyRequests("too many requests for unknown instances; slow down", retry_after=wait)
         try:
-            self.instance = await rt.resolver.resolve(self.path_kwargs["instance"])
+            instance = rt.resolver.resolve_cached(segment)
         except NotFound:
             rt.probe_limiter.acquire(client_address(self.request))
             raise
-        wait = rt.rate_limiter.acquire(self.instance.key)
+        if instance is None:
+            return self._resolve(segment)
+        self._admit(instance)
+        return None
+
+    async def _resolve(self, segment: str) -> None:
+        try:
+            instance = await self.runtime.resolver.resolve(segment)
+        except NotFound:
+            self.runtime.probe_limiter.acquire(client_address(self.request))
+            raise
+        self._admit(instance)
+
+    def _admit(self, instance: Instance) -> None:
+        self.instance = instance
+        wait = self.runtime.rate_limiter.acquire(instance.key)
         if wait:
             raise TooManyRequests(f"this instance is over its request rate; retry in {wait} s", retry_after=wait)
 

@@ -182,9 +182,21 @@ class InstanceResolver:
             await cancel_and_wait(task)
         self._refreshing.clear()
 
+    def resolve_cached(self, segment: str) -> Instance | None:
+        """What ``resolve`` answers when memory can answer (the instance, or its error raised), else
+        None: then ``resolve`` must wait for the database."""
+        found, instance = self.cached(instance_key(segment))
+        return self._admit(instance) if found else None
+
     async def resolve(self, segment: str) -> Instance:
         """An active, unexpired instance, or the PlatformError that says why not."""
-        instance = await self._lookup(instance_key(segment))
+        key = instance_key(segment)
+        found, instance = self.cached(key)
+        if not found:
+            instance = await self._lookup(key)
+        return self._admit(instance)
+
+    def _admit(self, instance: Instance | None) -> Instance:
         if instance is None:
             raise NotFound(f"no {self.service} instance with this id", code="instance_not_found")
         if instance.status == "active" and (instance.expires_at is None or instance.expires_at > self.now()):

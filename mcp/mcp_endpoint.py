@@ -15,7 +15,7 @@ altogether, and legacy clients carry their negotiated version in ``MCP-Protocol-
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from typing import Any
 
 import tornado.web
@@ -90,7 +90,7 @@ class McpHandler(InstanceHandler):
 
     _body_read = False
 
-    async def prepare(self) -> None:
+    def prepare(self) -> Awaitable[None] | None:
         headers = self.request.headers
         policy = self.runtime.settings.origin_policy
         # Host and Origin first: a rebinding page learns nothing, not even whether the id exists.
@@ -108,7 +108,7 @@ class McpHandler(InstanceHandler):
                                 "send Accept: application/json, text/event-stream")
         if not is_json(headers.get("Content-Type")):
             raise UnsupportedMediaType("send the JSON-RPC message with Content-Type: application/json")
-        await super().prepare()
+        return super().prepare()
 
     async def post(self, instance: str) -> None:
         self._body_read = True  # Tornado calls the method once the whole body has arrived

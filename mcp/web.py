@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +51,7 @@ def client_address(request: tornado.httputil.HTTPServerRequest) -> str:
     return named if named and _ADDRESS.fullmatch(named) else peer
 
 
+@functools.lru_cache(maxsize=4096)  # per request; the same few paths per instance come back all the time
 def scrub_path(path: str) -> str:
     """Instance ids are bearer capabilities: replace them before a path is logged or measured."""
     return _UUID_SEGMENT.sub("/{instance}", path)
@@ -132,7 +134,9 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.clear_header("Server")
 
-    async def prepare(self) -> None:
+    def prepare(self) -> Awaitable[None] | None:
+        # Synchronous: Tornado awaits prepare() only when it returns an awaitable, and a subclass
+        # returns one only when it must wait (an instance not in the cache).
         if self._inflight is not None:
             self._inflight.count += 1
             self._counted = True
@@ -141,6 +145,7 @@ class BaseHandler(tornado.web.RequestHandler):
         if (length is not None and len(length) >= self._max_digits and _DIGITS.fullmatch(length)
                 and _larger_than(length, self._max_body)):
             raise PayloadTooLarge(f"the request body is larger than {self._max_body} bytes")
+        return None
 
     def data_received(self, chunk: bytes) -> None:
         # A chunked body has no Content-Length to refuse up front: keep reading (bounded by the
@@ -231,5 +236,5 @@ class NotFoundHandler(BaseHandler):
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
 
-    async def prepare(self) -> None:
+    def prepare(self) -> None:
         raise NotFound(f"no endpoint at {scrub_path(self.request.path)}", code="not_found")

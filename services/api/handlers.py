@@ -126,8 +126,8 @@ class ApiHandler(BaseHandler):
         super().initialize(inflight=runtime.inflight)
         self.runtime = runtime
 
-    async def prepare(self) -> None:
-        await super().prepare()
+    def prepare(self) -> None:
+        super().prepare()
         if self.public:
             return
         header = self.request.headers.get("Authorization", "")
