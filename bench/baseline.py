@@ -6,6 +6,9 @@ the platform's own session settings (``mcp.upstream.make_session``) and the same
 ``mcp.upstream.UpstreamHTTP.request``, and answers the same CallToolResult shape. No instance
 lookup, no decryption, no validation, no usage, no metrics, no access log: the practical ceiling
 of Tornado plus aiohttp on this machine.
+
+``POST /mcp`` does the same for a JSON-RPC ``tools/call`` and answers the JSON-RPC envelope: the
+ceiling for the MCP row's exact request (its headers and body), with no MCP rules applied.
 """
 
 from __future__ import annotations
@@ -63,9 +66,27 @@ class CallHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(result, ensure_ascii=False, separators=(",", ":")))
 
 
+class JsonRpcCallHandler(CallHandler):
+    async def post(self) -> None:
+        message = json.loads(self.request.body)
+        params = message.get("params") or {}
+        if message.get("method") != "tools/call" or params.get("name") != "get_me":
+            raise tornado.web.HTTPError(404)
+        try:
+            data = await self.upstream.me()
+            result = {"content": [{"type": "text", "text": json.dumps(data, ensure_ascii=False)}],
+                      "structuredContent": data, "isError": False}
+        except (aiohttp.ClientError, RuntimeError, TimeoutError) as e:
+            result = {"content": [{"type": "text", "text": str(e)}], "isError": True}
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"jsonrpc": "2.0", "id": message.get("id"), "result": result}, ensure_ascii=False,
+                               separators=(",", ":")))
+
+
 async def serve(port: int, upstream_url: str, token: str) -> None:
     upstream = Upstream(upstream_url, token)
-    app = tornado.web.Application([(r"/health", HealthHandler), (r"/mcp/call", CallHandler, {"upstream": upstream})])
+    app = tornado.web.Application([(r"/health", HealthHandler), (r"/mcp/call", CallHandler, {"upstream": upstream}),
+                                   (r"/mcp", JsonRpcCallHandler, {"upstream": upstream})])
     server = tornado.httpserver.HTTPServer(app)
     server.listen(port, "127.0.0.1")
     stop = asyncio.Event()

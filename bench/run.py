@@ -287,6 +287,11 @@ class Bench:
         else:
             rows.append(Row("full_mcp", f"full path, MCP ({len(ids):,} instances)", figma,
                             self._spec(figma.port, "POST", targets, MCP_BODY, jsonrpc.BASE_HEADERS)))
+            # The MCP row's exact request (the headers MCP requires, the JSON-RPC body) to the bare
+            # handler: what Tornado itself costs for that request, next to the REST-shaped baseline.
+            rows.append(Row("baseline_mcp", "baseline, MCP-shaped request", baseline,
+                            self._spec(baseline.port, "POST", [Target("/mcp", targets[0].headers)], MCP_BODY,
+                                       jsonrpc.BASE_HEADERS)))
         label = f"MCP SDK peer (mcp {peer_version})" if peer_version else "MCP SDK peer"
         if peer is None:
             self._unavailable("sdk_peer", label, peer_note)
@@ -366,7 +371,7 @@ def _preflight(url: str, what: str) -> None:
 
 def _ordered_with_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The rows in table order, each available one with its ratio and p99 difference to the baseline."""
-    order = ("upstream", "baseline", "full_rest", "full_mcp", "sdk_peer")
+    order = ("upstream", "baseline", "full_rest", "baseline_mcp", "full_mcp", "sdk_peer")
     out = {name: results[name] for name in order if name in results}
     base = out["baseline"]["saturated"]
     for row in out.values():

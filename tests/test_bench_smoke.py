@@ -13,8 +13,9 @@ from pathlib import Path
 
 from tests.support import ROOT
 
-ROWS = ("upstream", "baseline", "full_rest", "full_mcp", "sdk_peer")
-FIGURES = ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "requests", "errors", "foreign_cpu")
+ROWS = ("upstream", "baseline", "full_rest", "baseline_mcp", "full_mcp", "sdk_peer")
+FIGURES = ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "requests", "errors", "foreign_cpu", "server_cpu",
+           "server_us_per_call")
 
 
 def test_quick_bench_writes_valid_json(tmp_path: Path) -> None:
@@ -28,7 +29,7 @@ def test_quick_bench_writes_valid_json(tmp_path: Path) -> None:
     assert report["schema"] == 1 and report["quick"] is True
     assert report["load"]["connections"] > 0 and report["load"]["instances"] > 0
     assert set(report["results"]) == set(ROWS)
-    for name in ("upstream", "baseline", "full_rest"):
+    for name in ("upstream", "baseline", "full_rest", "baseline_mcp"):
         row = report["results"][name]
         assert row["available"] is True, row
         assert all(isinstance(row["saturated"][k], int | float) for k in FIGURES), row["saturated"]
