@@ -191,3 +191,37 @@ def test_close_stops_refreshes_in_flight(admin, database_url, credentials_key):
             await resolver.db.close()
 
     asyncio.run(scenario())
+
+
+def test_background_rereads_are_capped_and_the_rest_wait_for_a_later_use(admin, database_url, credentials_key):
+    ids = [uuid.UUID(admin.create_instance(user=f"u{i}@example.com")["instance_id"]) for i in range(5)]
+
+    async def scenario() -> None:
+        resolver, clock, loads = make_resolver(database_url, credentials_key)
+        try:
+            for instance_id in ids:
+                await resolver.lookup(instance_id)
+            gate = asyncio.Event()
+            counting = resolver._load
+
+            async def held(iid: uuid.UUID):  # type: ignore[no-untyped-def]
+                await gate.wait()
+                return await counting(iid)
+
+            resolver._load = held  # type: ignore[method-assign]
+            clock.t += 0.78 * TTL
+            for instance_id in ids:  # every one is due; all are answered from memory at once
+                assert (await asyncio.wait_for(resolver.lookup(instance_id), 1)).id == instance_id
+            assert len(resolver._refreshing) == resolver.MAX_REFRESHING == 2
+            gate.set()
+            await settle(resolver)
+            assert len(loads) == 5 + 2
+            for instance_id in ids:  # the next uses start the others, two at a time
+                await resolver.lookup(instance_id)
+                await settle(resolver)
+            assert len(loads) == 5 + 5
+        finally:
+            await resolver.close()
+            await resolver.db.close()
+
+    asyncio.run(scenario())
