@@ -32,19 +32,24 @@ def make_resolver(database_url: str, credentials_key: str) -> tuple[InstanceReso
     clock = Clock()
     resolver.clock = clock
     loads: list[uuid.UUID] = []
-    original = resolver._load
+    original, original_many = resolver._load, resolver._load_many
 
     async def counting_load(instance_id: uuid.UUID):  # type: ignore[no-untyped-def]
         loads.append(instance_id)
         return await original(instance_id)
 
+    async def counting_load_many(ids: list[uuid.UUID]):  # type: ignore[no-untyped-def]
+        loads.extend(ids)
+        return await original_many(ids)
+
     resolver._load = counting_load  # type: ignore[method-assign]
+    resolver._load_many = counting_load_many  # type: ignore[method-assign]
     return resolver, clock, loads
 
 
 async def settle(resolver: InstanceResolver) -> None:
-    while resolver._refreshing:
-        await asyncio.gather(*resolver._refreshing.values(), return_exceptions=True)
+    while resolver._refresher is not None:
+        await asyncio.gather(resolver._refresher, return_exceptions=True)
 
 
 def test_a_busy_instance_is_reread_in_the_background_while_the_cached_copy_answers(
@@ -67,7 +72,7 @@ def test_a_busy_instance_is_reread_in_the_background_while_the_cached_copy_answe
             clock.t += 0.28 * TTL  # 0.78 x TTL: past the refresh point, before expiry (at least 0.8 x TTL)
             served = await resolver.lookup(instance_id)
             assert served.credentials == {"api_key": "figd_old"}  # answered from memory, no waiting
-            assert str(instance_id) in resolver._refreshing
+            assert str(instance_id) in resolver._due
             await settle(resolver)
             assert len(loads) == 2
             assert (await resolver.lookup(instance_id)).credentials == {"api_key": "figd_new"}
@@ -87,14 +92,14 @@ def test_a_refresh_that_raced_with_an_invalidation_stores_nothing(admin, databas
         resolver, clock, loads = make_resolver(database_url, credentials_key)
         try:
             await resolver.lookup(instance_id)
-            counting = resolver._load
+            counting = resolver._load_many
 
-            async def invalidated_meanwhile(iid: uuid.UUID):  # type: ignore[no-untyped-def]
-                found = await counting(iid)
-                resolver.invalidate(iid)  # a NOTIFY arriving while the refresh's query ran
+            async def invalidated_meanwhile(ids: list[uuid.UUID]):  # type: ignore[no-untyped-def]
+                found = await counting(ids)
+                resolver.invalidate(ids[0])  # a NOTIFY arriving while the refresh's query ran
                 return found
 
-            resolver._load = invalidated_meanwhile  # type: ignore[method-assign]
+            resolver._load_many = invalidated_meanwhile  # type: ignore[method-assign]
             clock.t += 0.78 * TTL
             await resolver.lookup(instance_id)
             await settle(resolver)
@@ -116,11 +121,18 @@ def test_a_failed_refresh_keeps_the_cached_copy_until_it_expires(admin, database
         try:
             await resolver.lookup(instance_id)
 
-            async def database_down(iid: uuid.UUID):  # type: ignore[no-untyped-def]
-                loads.append(iid)
+            async def database_down(ids: list[uuid.UUID]):  # type: ignore[no-untyped-def]
+                loads.extend(ids)
                 raise Unavailable("the database is unavailable; try again shortly", code="database_unavailable")
 
-            resolver._load = database_down  # type: ignore[method-assign]
+            resolver._load_many = database_down  # type: ignore[method-assign]
+            request_load = resolver._load
+
+            async def request_database_down(iid: uuid.UUID):  # type: ignore[no-untyped-def]
+                await database_down([iid])
+
+            resolver._load = request_database_down  # type: ignore[method-assign]
+            assert request_load is not None
             clock.t += 0.78 * TTL
             assert (await resolver.lookup(instance_id)).id == instance_id
             await settle(resolver)
@@ -158,7 +170,7 @@ def test_lifetimes_are_jittered_so_a_warm_start_does_not_expire_all_at_once(data
             for instance_id in ids:
                 await resolver.lookup(instance_id)
             assert len(loads) == 400
-            assert not resolver._refreshing  # unknown ids are never refreshed in the background
+            assert not resolver._due and resolver._refresher is None  # unknown ids are never re-read early
         finally:
             await resolver.close()
             await resolver.db.close()
@@ -176,50 +188,54 @@ def test_close_stops_refreshes_in_flight(admin, database_url, credentials_key):
             await resolver.lookup(instance_id)
             started = asyncio.Event()
 
-            async def slow(iid: uuid.UUID):  # type: ignore[no-untyped-def]
+            async def slow(ids: list[uuid.UUID]):  # type: ignore[no-untyped-def]
                 started.set()
                 await asyncio.sleep(30)
 
-            resolver._load = slow  # type: ignore[method-assign]
+            resolver._load_many = slow  # type: ignore[method-assign]
             clock.t += 0.78 * TTL
             await resolver.lookup(instance_id)
-            task = resolver._refreshing[str(instance_id)]
+            task = resolver._refresher
+            assert task is not None
             await started.wait()
             await asyncio.wait_for(resolver.close(), 2)
-            assert task.cancelled() and not resolver._refreshing
+            assert task.cancelled() and not resolver._due and resolver._refresher is None
         finally:
             await resolver.db.close()
 
     asyncio.run(scenario())
 
 
-def test_background_rereads_are_capped_and_the_rest_wait_for_a_later_use(admin, database_url, credentials_key):
+def test_due_entries_are_reread_together_a_batch_per_query(admin, database_url, credentials_key):
     ids = [uuid.UUID(admin.create_instance(user=f"u{i}@example.com")["instance_id"]) for i in range(5)]
+    gone = ids[4]
 
     async def scenario() -> None:
         resolver, clock, loads = make_resolver(database_url, credentials_key)
+        resolver.REFRESH_BATCH = 2
+        queries: list[list[uuid.UUID]] = []
+        counting = resolver._load_many
+
+        async def recording(batch: list[uuid.UUID]):  # type: ignore[no-untyped-def]
+            queries.append(list(batch))
+            return await counting(batch)
+
+        resolver._load_many = recording  # type: ignore[method-assign]
         try:
             for instance_id in ids:
                 await resolver.lookup(instance_id)
-            gate = asyncio.Event()
-            counting = resolver._load
-
-            async def held(iid: uuid.UUID):  # type: ignore[no-untyped-def]
-                await gate.wait()
-                return await counting(iid)
-
-            resolver._load = held  # type: ignore[method-assign]
+            assert admin("DELETE", f"/api/instances/{gone}").status == 204  # unseen: no listener here
             clock.t += 0.78 * TTL
-            for instance_id in ids:  # every one is due; all are answered from memory at once
-                assert (await asyncio.wait_for(resolver.lookup(instance_id), 1)).id == instance_id
-            assert len(resolver._refreshing) == resolver.MAX_REFRESHING == 2
-            gate.set()
+            for instance_id in ids:  # every one is due; all are answered from memory, without waiting
+                assert (await resolver.lookup(instance_id)).id == instance_id
+            assert len(resolver._due) == 5 and resolver._refresher is not None
             await settle(resolver)
-            assert len(loads) == 5 + 2
-            for instance_id in ids:  # the next uses start the others, two at a time
-                await resolver.lookup(instance_id)
-                await settle(resolver)
+            assert queries == [ids[0:2], ids[2:4], ids[4:5]]  # one task, two per query, in order
             assert len(loads) == 5 + 5
+            for instance_id in ids[:4]:  # re-read: fresh lifetimes, nothing more to load
+                assert (await resolver.lookup(instance_id)).id == instance_id
+            assert await resolver.lookup(gone) is None  # the re-read found it deleted
+            assert len(loads) == 10
         finally:
             await resolver.close()
             await resolver.db.close()
