@@ -36,10 +36,6 @@ log = logging.getLogger(__name__)
 # The canonical 8-4-4-4-12 form only (either case): no braces, "urn:uuid:" or missing hyphens.
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
-_INSTANCE_SQL = """
-SELECT id, service_name, status, expires_at, credentials_enc
-FROM service_instances WHERE id = %s AND service_name = %s
-"""
 _INSTANCES_SQL = """
 SELECT id, service_name, status, expires_at, credentials_enc
 FROM service_instances WHERE id = ANY(%s) AND service_name = %s
@@ -226,19 +222,14 @@ class InstanceResolver:
         raise Forbidden(f"this instance is {status}; reactivate it through the main API", code="instance_inactive")
 
     async def _load(self, instance_id: uuid.UUID) -> Instance | None:
-        async with self.db.connection() as conn:
-            cur = await conn.execute(_INSTANCE_SQL, (instance_id, self.service))
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        try:
-            return self._instance(row)
-        except DecryptionError:
+        found, unreadable = await self._load_many([instance_id])
+        if unreadable:
             # The operator's problem (key missing or rotated away), not the client's: say so without detail.
             raise Unavailable(
                 "this instance's credentials cannot be read by the server; the operator has been alerted",
                 code="credentials_unreadable", retry_after=60,
-            ) from None
+            )
+        return found.get(instance_id)
 
     async def _load_many(self, ids: list[uuid.UUID]) -> tuple[dict[uuid.UUID, Instance], set[uuid.UUID]]:
         """The instances found among ``ids``, and the ids whose credentials could not be decrypted."""

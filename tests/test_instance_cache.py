@@ -32,17 +32,12 @@ def make_resolver(database_url: str, credentials_key: str) -> tuple[InstanceReso
     clock = Clock()
     resolver.clock = clock
     loads: list[uuid.UUID] = []
-    original, original_many = resolver._load, resolver._load_many
-
-    async def counting_load(instance_id: uuid.UUID):  # type: ignore[no-untyped-def]
-        loads.append(instance_id)
-        return await original(instance_id)
+    original = resolver._load_many  # every read of the database, a request's or a background re-read
 
     async def counting_load_many(ids: list[uuid.UUID]):  # type: ignore[no-untyped-def]
         loads.extend(ids)
-        return await original_many(ids)
+        return await original(ids)
 
-    resolver._load = counting_load  # type: ignore[method-assign]
     resolver._load_many = counting_load_many  # type: ignore[method-assign]
     return resolver, clock, loads
 
@@ -126,13 +121,6 @@ def test_a_failed_refresh_keeps_the_cached_copy_until_it_expires(admin, database
                 raise Unavailable("the database is unavailable; try again shortly", code="database_unavailable")
 
             resolver._load_many = database_down  # type: ignore[method-assign]
-            request_load = resolver._load
-
-            async def request_database_down(iid: uuid.UUID):  # type: ignore[no-untyped-def]
-                await database_down([iid])
-
-            resolver._load = request_database_down  # type: ignore[method-assign]
-            assert request_load is not None
             clock.t += 0.78 * TTL
             assert (await resolver.lookup(instance_id)).id == instance_id
             await settle(resolver)
@@ -220,10 +208,10 @@ def test_due_entries_are_reread_together_a_batch_per_query(admin, database_url, 
             queries.append(list(batch))
             return await counting(batch)
 
-        resolver._load_many = recording  # type: ignore[method-assign]
         try:
             for instance_id in ids:
                 await resolver.lookup(instance_id)
+            resolver._load_many = recording  # type: ignore[method-assign]
             assert admin("DELETE", f"/api/instances/{gone}").status == 204  # unseen: no listener here
             clock.t += 0.78 * TTL
             for instance_id in ids:  # every one is due; all are answered from memory, without waiting
