@@ -137,21 +137,17 @@ async def handle_post(server: McpServer, headers: Headers, raw: bytes) -> Reply:
 # --- legacy era ------------------------------------------------------------------------------
 
 
-def _legacy(server: McpServer, payload: Any) -> Awaitable[Reply]:
+async def _legacy(server: McpServer, payload: Any) -> Reply:
     """One legacy message: requests are answered (errors in-band), the rest is accepted."""
     try:
         message = classify(payload)
     except RpcError as e:
         # A message we cannot accept is an HTTP error in both eras (the 200-with-error of the
         # legacy era is for requests we understood).
-        return _ready(Reply(e.status(modern=True), error_response(request_id(payload), e)))
+        return Reply(e.status(modern=True), error_response(request_id(payload), e))
     if not isinstance(message, Request):
-        return _ready(Reply(202))  # notifications (initialized, cancelled, ...) and client responses
-    return _answer(server, message, modern=False)
-
-
-async def _ready(reply: Reply) -> Reply:
-    return reply
+        return Reply(202)  # notifications (initialized, cancelled, ...) and client responses
+    return await _answer(server, message, modern=False)
 
 
 async def _batch(server: McpServer, version: str, items: list[Any]) -> Reply:
