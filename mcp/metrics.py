@@ -10,10 +10,12 @@ import bisect
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import TypeVar
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 Labels = tuple[tuple[str, str], ...]
+S = TypeVar("S")
 
 
 def _fmt_labels(labels: Labels, extra: tuple[str, str] | None = None) -> str:
@@ -61,23 +63,22 @@ class Metrics:
         self._request_series: dict[tuple[str, str, int], tuple[_Cell, Histogram]] = {}
         self._tool_series: dict[tuple[str, str], tuple[_Cell, Histogram]] = {}
 
-    def _counter(self, name: str, help_text: str, labels: dict[str, str]) -> _Cell:
+    def _series(self, kind: dict[str, dict[Labels, S]], make: Callable[[], S], name: str, help_text: str,
+                labels: dict[str, str]) -> S:
+        """The series of ``name`` with these labels in ``kind``, created on first use."""
         self._help[name] = help_text
-        series = self._counters[name]
+        series = kind[name]
         key = tuple(sorted(labels.items()))
-        cell = series.get(key)
-        if cell is None:
-            cell = series[key] = _Cell()
-        return cell
+        found = series.get(key)
+        if found is None:
+            found = series[key] = make()
+        return found
+
+    def _counter(self, name: str, help_text: str, labels: dict[str, str]) -> _Cell:
+        return self._series(self._counters, _Cell, name, help_text, labels)
 
     def _histogram(self, name: str, help_text: str, labels: dict[str, str]) -> Histogram:
-        self._help[name] = help_text
-        series = self._histograms[name]
-        key = tuple(sorted(labels.items()))
-        hist = series.get(key)
-        if hist is None:
-            hist = series[key] = Histogram()
-        return hist
+        return self._series(self._histograms, Histogram, name, help_text, labels)
 
     def inc(self, name: str, help_text: str, amount: float = 1.0, **labels: str) -> None:
         self._counter(name, help_text, labels).value += amount
