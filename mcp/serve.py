@@ -26,8 +26,8 @@ from mcp.web import InFlight
 log = logging.getLogger(__name__)
 
 EXIT_PORT_IN_USE = 98
-GC_YOUNG_THRESHOLD = 10_000
 EXIT_CONFIG = 78  # EX_CONFIG
+GC_YOUNG_THRESHOLD = 10_000
 
 
 class PortInUse(OSError):
