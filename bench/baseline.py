@@ -56,14 +56,20 @@ class CallHandler(tornado.web.RequestHandler):
         body = json.loads(self.request.body)
         if body.get("name") != "get_me":
             raise tornado.web.HTTPError(404)
+        self.answer(await self.call_result())
+
+    async def call_result(self) -> dict[str, Any]:
+        """get_me's CallToolResult: the upstream call, as the platform shapes its answer."""
         try:
             data = await self.upstream.me()
-            result = {"content": [{"type": "text", "text": json.dumps(data, ensure_ascii=False)}],
-                      "structuredContent": data, "isError": False}
         except (aiohttp.ClientError, RuntimeError, TimeoutError) as e:
-            result = {"content": [{"type": "text", "text": str(e)}], "isError": True}
+            return {"content": [{"type": "text", "text": str(e)}], "isError": True}
+        return {"content": [{"type": "text", "text": json.dumps(data, ensure_ascii=False)}],
+                "structuredContent": data, "isError": False}
+
+    def answer(self, payload: dict[str, Any]) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps(result, ensure_ascii=False, separators=(",", ":")))
+        self.finish(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
 
 
 class JsonRpcCallHandler(CallHandler):
@@ -72,15 +78,7 @@ class JsonRpcCallHandler(CallHandler):
         params = message.get("params") or {}
         if message.get("method") != "tools/call" or params.get("name") != "get_me":
             raise tornado.web.HTTPError(404)
-        try:
-            data = await self.upstream.me()
-            result = {"content": [{"type": "text", "text": json.dumps(data, ensure_ascii=False)}],
-                      "structuredContent": data, "isError": False}
-        except (aiohttp.ClientError, RuntimeError, TimeoutError) as e:
-            result = {"content": [{"type": "text", "text": str(e)}], "isError": True}
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps({"jsonrpc": "2.0", "id": message.get("id"), "result": result}, ensure_ascii=False,
-                               separators=(",", ":")))
+        self.answer({"jsonrpc": "2.0", "id": message.get("id"), "result": await self.call_result()})
 
 
 async def serve(port: int, upstream_url: str, token: str) -> None:
