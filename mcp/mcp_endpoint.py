@@ -88,8 +88,6 @@ def is_json(content_type: str | None) -> bool:
 class McpHandler(InstanceHandler):
     """The MCP endpoint of one instance: JSON-RPC over POST, answered as one JSON object."""
 
-    _body_read = False
-
     def prepare(self) -> Awaitable[None] | None:
         headers = self.request.headers
         policy = self.runtime.settings.origin_policy
@@ -111,7 +109,7 @@ class McpHandler(InstanceHandler):
         return super().prepare()
 
     async def post(self, instance: str) -> None:
-        self._body_read = True  # Tornado calls the method once the whole body has arrived
+        self.body_read()
         if self._too_large:
             raise PayloadTooLarge(f"the request body is larger than {self._max_body} bytes")
         rt = self.runtime
@@ -125,10 +123,6 @@ class McpHandler(InstanceHandler):
         else:
             self.finish(dumps(reply.body))
 
-    def _has_body(self) -> bool:
-        length = self.request.headers.get("Content-Length", "0")
-        return "chunked" in self.request.headers.get("Transfer-Encoding", "").lower() or length != "0"
-
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Errors before or outside the JSON-RPC exchange, as a JSON-RPC error with ``id: null``."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -140,15 +134,7 @@ class McpHandler(InstanceHandler):
         else:
             err = PlatformError("internal server error; it has been logged")
         data = {k: v for k, v in err.body()["error"].items() if k != "message"}
-        self.set_status(err.status)
-        for name, value in err.headers().items():
-            self.set_header(name, value)
         if err.status == 405:
             self.set_header("Allow", "POST")
-        if not self._body_read and self._has_body():
-            # Tornado closes the connection when it answers before reading the body; saying so
-            # keeps a keep-alive client from sending its next request into the closing socket.
-            self.set_header("Connection", "close")
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(dumps({"jsonrpc": "2.0", "id": None,
-                           "error": {"code": err.jsonrpc_code, "message": err.message, "data": data}}))
+        self.send_error_body(err, dumps({"jsonrpc": "2.0", "id": None,
+                                         "error": {"code": err.jsonrpc_code, "message": err.message, "data": data}}))

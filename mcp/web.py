@@ -125,6 +125,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self._counted = False
         self._body = bytearray()
         self._too_large = False
+        self._body_read = False
         self._max_body = int(self.application.settings.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES))
         self._max_digits = len(str(self._max_body))
 
@@ -173,6 +174,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object, or BadRequest saying what is wrong with it."""
+        self.body_read()
         if self._too_large:
             raise PayloadTooLarge(f"the request body is larger than {self._max_body} bytes")
         raw = bytes(self._body)
@@ -185,6 +187,26 @@ class BaseHandler(tornado.web.RequestHandler):
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object", code="invalid_json")
         return body
+
+    def body_read(self) -> None:
+        """Note that the whole body has arrived: Tornado calls the method only once it has."""
+        self._body_read = True
+
+    def _has_body(self) -> bool:
+        length = self.request.headers.get("Content-Length", "0")
+        return "chunked" in self.request.headers.get("Transfer-Encoding", "").lower() or length != "0"
+
+    def send_error_body(self, err: PlatformError, body: str) -> None:
+        """An error answer: its status and headers, and ``body`` (JSON)."""
+        self.set_status(err.status)
+        for name, value in err.headers().items():
+            self.set_header(name, value)
+        if not self._body_read and self._has_body():
+            # Tornado closes the connection when it answers before reading the body; saying so
+            # keeps a keep-alive client from sending its next request into the closing socket.
+            self.set_header("Connection", "close")
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(body)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -200,11 +222,7 @@ class BaseHandler(tornado.web.RequestHandler):
             err.status = status_code
         else:
             err = PlatformError("internal server error; it has been logged")
-        self.set_status(err.status)
-        for name, value in err.headers().items():
-            self.set_header(name, value)
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps(err.body()))
+        self.send_error_body(err, json.dumps(err.body()))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # A client's mistake is not the server's error: no traceback for PlatformError / HTTPError.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client as http_client
 import json
+import uuid
 
 import pytest
 
@@ -140,3 +141,21 @@ def test_direct_endpoint(figma_service, instance, figma):
     limited = http("GET", f"{figma_service.url}/{instance}/api/files/abc")
     assert_json_error(limited, 429)
     assert limited.headers["retry-after"] == "7"
+
+
+def test_a_rest_answer_given_before_the_body_is_read_closes_the_connection(figma_service, admin):
+    # As on /mcp: Tornado drops the connection when it answers before reading a body (here a 404
+    # from the instance lookup), so the answer says Connection: close; answers after the body keep it.
+    iid = admin.create_instance()["instance_id"]
+    conn = http_client.HTTPConnection("127.0.0.1", figma_service.port, timeout=10)
+    body, headers = json.dumps({"name": "get_me"}).encode(), {"Content-Type": "application/json"}
+    for _ in range(2):
+        conn.request("POST", f"/{iid}/mcp/call", body=body, headers=headers)
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Connection") is None
+        resp.read()
+    conn.request("POST", f"/{uuid.uuid4()}/mcp/call", body=body, headers=headers)
+    resp = conn.getresponse()
+    assert resp.status == 404 and resp.getheader("Connection") == "close"
+    assert json.loads(resp.read())["error"]["code"] == "instance_not_found"
+    conn.close()
