@@ -78,3 +78,17 @@ def test_outside_an_event_loop_a_line_is_written_at_once():
     out = CountingStream()
     AccessLog(out, enabled=True).request(200, "POST", "/{instance}/mcp/call", 0.0015)
     assert LINE.match(out.getvalue().strip())
+
+
+def test_a_raw_path_or_a_method_that_is_no_method_is_scrubbed_on_the_way_out(caplog):
+    iid = "66bf1524-1a2b-4c3d-8e9f-0123456789ab"
+    out = CountingStream()
+    access = AccessLog(out, enabled=True)
+    access.request(200, "POST", f"/%36{iid[1:]}/mcp/call", 0.0015)
+    access.request(405, iid, "/health", 0.001)
+    with caplog.at_level(logging.INFO, logger="mcp.access"):
+        access.request(503, iid.upper(), f"/api/instances/{iid}%00/usage", 0.002)
+    text = out.getvalue() + "".join(r.getMessage() for r in caplog.records)
+    assert LINE.match(out.getvalue().splitlines()[0])
+    assert "405 OTHER /health" in text and "503 OTHER /api/instances/{instance}/usage" in text
+    assert "66bf1524" not in text.lower() and "0123456789ab" not in text.lower()

@@ -154,3 +154,109 @@ def test_unknown_routes_and_methods_are_json(admin):
     assert admin("GET", "/api/nothing").json["error"]["code"] == "not_found"
     resp = admin("PUT", "/api/instances", {})
     assert resp.status == 405 and resp.json["error"]["code"] == "method_not_allowed"
+
+
+@pytest.fixture
+def start_api(env):
+    """Start the main API with settings of the test's own; every one is stopped after the test."""
+    from services.api.app import create_runtime, make_app
+    from tests.conftest import ThreadServer
+    from tests.support import free_port
+
+    started = []
+
+    def start(**settings):
+        runtime = create_runtime({**env, **settings})
+        runtime.port = free_port()
+        server = ThreadServer(make_app(runtime), runtime.port, runtime.inflight, runtime.start, runtime.stop)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def test_a_wrong_token_of_the_right_length_is_refused(start_api):
+    import secrets
+
+    real = secrets.token_urlsafe(32)  # what scripts/start-all-services writes: 43 characters
+    api = start_api(ADMIN_TOKEN=real)
+    last = "A" if real[-1] != "A" else "B"
+    for wrong in [secrets.token_urlsafe(32), real[:-1] + last, last + real[1:], real.swapcase()]:
+        assert len(wrong) == len(real) and wrong != real
+        resp = http("GET", api.url + "/api/services", headers={"Authorization": f"Bearer {wrong}"})
+        assert resp.status == 401, wrong
+        assert resp.headers["content-type"].startswith("application/json")
+        assert resp.json["error"]["code"] == "invalid_token"
+        text = resp.body.decode() + str(resp.headers)
+        assert real not in text and wrong not in text
+    assert http("GET", api.url + "/api/services", headers={"Authorization": f"Bearer {real}"}).status == 200
+
+
+@pytest.mark.parametrize("header,status", [
+    # RFC 7235: the scheme is case-insensitive and separated from the credentials by one or more spaces.
+    ("Bearer {t}", 200), ("bearer {t}", 200), ("BEARER {t}", 200), ("Bearer  {t}", 200),
+    ("Basic {t}", 401), ("Bearer{t}", 401), ("{t}", 401), ("Bearer {t} {t}", 401), ("Bearer {t}x", 401),
+    ("Bearer\t{t}", 401), ("Bearer", 401),
+])
+def test_the_authorization_header_forms_accepted(api, header, status):
+    from tests.conftest import ADMIN_TOKEN
+
+    resp = http("GET", api.url + "/api/services", headers={"Authorization": header.format(t=ADMIN_TOKEN)})
+    assert resp.status == status, resp.body
+    if status == 401:
+        assert resp.json["error"]["code"] == "invalid_token"
+
+
+def test_api_metrics_are_public_and_show_no_id_or_token(admin, api, figma_service):
+    import re
+
+    from tests.conftest import ADMIN_TOKEN
+
+    iid = admin.create_instance(credentials={"api_key": "figd_metrics_secret"})["instance_id"]
+    admin("GET", f"/api/instances/{iid}")
+    admin("GET", f"/api/instances/{iid}/usage")
+    admin("PATCH", f"/api/instances/{iid}", {"status": "inactive"})
+    admin("GET", f"/api/instances/{uuid.uuid4()}")
+    admin("GET", f"/api/instances/{iid}", token="wrong")
+    new = admin("POST", f"/api/instances/{iid}/rotate-id").json["instance_id"]
+    admin("GET", f"/api/instances/{new}/usage")
+    admin("DELETE", f"/api/instances/{new}")
+    resp = http("GET", api.url + "/metrics")  # no token: public
+    assert resp.status == 200
+    text = resp.body.decode()
+    assert 'mcp_http_requests_total{' in text and 'handler="InstanceHandler"' in text  # measured
+    assert not re.search(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", text, re.I), text
+    assert not re.search(r"[0-9a-f]{12,}", text, re.I)
+    assert ADMIN_TOKEN not in text and "figd_metrics_secret" not in text and "ada@example.com" not in text
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_the_configured_body_limit_is_the_one_applied_by_the_api(start_api, framing):
+    import http.client as http_client
+    import json
+
+    from tests.conftest import ADMIN_TOKEN
+
+    api = start_api(MAX_BODY_BYTES="2048")
+    for n, (size, status) in enumerate([(3000, 413), (1500, 201)]):
+        start = json.dumps({"service": "figma", "user": f"b{n}@example.com",
+                            "credentials": {"api_key": "figd_body"}}).encode()
+        body = start[:-1] + b" " * (size - len(start)) + b"}"
+        assert len(body) == size
+        conn = http_client.HTTPConnection("127.0.0.1", api.port, timeout=30)
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN_TOKEN}"}
+        if framing == "chunked":
+            conn.request("POST", "/api/instances", body=iter([body[:1000], body[1000:]]), encode_chunked=True,
+                         headers=headers)
+        else:
+            conn.request("POST", "/api/instances", body=body, headers=headers)
+        resp = conn.getresponse()
+        answer = json.loads(resp.read())
+        conn.close()
+        assert resp.status == status, (size, answer)
+        if status == 413:
+            assert answer["error"]["code"] == "payload_too_large"
+        else:
+            assert uuid.UUID(answer["instance_id"])

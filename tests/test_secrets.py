@@ -85,3 +85,54 @@ def test_rotating_an_instance_id_revokes_the_old_url_at_once(admin, spawn, datab
     assert admin("POST", f"/api/instances/{old}/rotate-id").status == 404
     usage = wait_for(lambda: (u := admin("GET", f"/api/instances/{new}/usage").json)["calls"] >= 2 and u, 10)
     assert usage["calls"] == 2  # the history moved with the instance
+
+
+def mcp_tools_call(service, iid: str, name: str, arguments: dict | None = None):
+    """tools/call on the MCP endpoint (POST /{id}/mcp), as a 2025-11-25 client sends it."""
+    import json
+
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": arguments or {}}}
+    return http("POST", f"{service.url}/{iid}/mcp", raw=json.dumps(body).encode(),
+                headers={"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+                         "MCP-Protocol-Version": "2025-11-25"})
+
+
+@pytest.mark.parametrize("upstream", ["github", "slack"])
+def test_an_upstream_quoting_the_token_is_redacted_on_both_transports(admin, spawn, github, slack, upstream):
+    """The token an upstream echoes in its error reaches neither the client (REST and MCP) nor a log."""
+    if upstream == "github":
+        secret, tool, path = "ghp_PLANTED_github_7731", "get_me", "^/user$"
+        service = spawn("services.github", "GITHUB_PORT", {"GITHUB_API_URL": github.url, "LOG_LEVEL": "DEBUG"})
+        iid = admin.create_instance(service="github", credentials={"api_key": secret})["instance_id"]
+        sim = github
+
+        def quoting(status: int) -> dict:
+            return {"message": f"Bad credentials: token {secret} was rejected",
+                    "documentation_url": "https://docs.github.com/rest"}
+    else:
+        secret, tool, path = "xoxb-7731-PLANTED-slack", "list_channels", "conversations.list"
+        service = spawn("services.slack", "SLACK_PORT", {"SLACK_API_URL": slack.api_url, "LOG_LEVEL": "DEBUG"})
+        iid = admin.create_instance(service="slack", credentials={"access_token": secret})["instance_id"]
+        sim = slack
+
+        def quoting(status: int) -> dict:
+            return {"ok": False, "error": "invalid_auth" if status < 500 else "internal_error",
+                    "response_metadata": {"messages": [f"token {secret} is not valid here"]}}
+
+    answers = []
+    for status in (401, 500):
+        sim.fail(path, status, quoting(status))
+        rest = http("POST", f"{service.url}/{iid}/mcp/call", {"name": tool, "arguments": {}})
+        assert rest.status == 200 and rest.json["isError"] is True, rest.body
+        sim.fail(path, status, quoting(status))
+        mcp = mcp_tools_call(service, iid, tool)
+        assert mcp.status == 200 and mcp.json["result"]["isError"] is True, mcp.body
+        answers += [rest, mcp]
+    assert len(sim.recorded(path)) == 4  # every call reached the upstream and got the quoting answer
+    for resp in answers:
+        text = resp.body.decode()
+        assert secret not in text and "[redacted]" in text, text
+    assert service.stop() == 0
+    output = service.output()
+    assert "POST /{instance}/mcp" in output  # the log is there
+    assert secret not in output and iid not in output

@@ -159,3 +159,37 @@ def test_a_rest_answer_given_before_the_body_is_read_closes_the_connection(figma
     assert resp.status == 404 and resp.getheader("Connection") == "close"
     assert json.loads(resp.read())["error"]["code"] == "instance_not_found"
     conn.close()
+
+
+def padded_call(size: int) -> bytes:
+    """A valid get_me call of exactly ``size`` bytes (JSON whitespace as padding)."""
+    call = b'{"name": "get_me", "arguments": {}}'
+    return call[:-1] + b" " * (size - len(call)) + b"}"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_the_configured_body_limit_is_the_one_applied(env, instance, figma, framing):
+    from services.figma import SERVICE
+    from tests.conftest import start_service
+
+    server, _ = start_service(SERVICE, {**env, "MAX_BODY_BYTES": "2048"})
+    try:
+        for size, status in [(3000, 413), (1500, 200)]:
+            body = padded_call(size)
+            assert len(body) == size
+            conn = http_client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            if framing == "chunked":
+                conn.request("POST", f"/{instance}/mcp/call", body=iter([body[:1000], body[1000:]]),
+                             encode_chunked=True, headers={"Content-Type": "application/json"})
+            else:
+                conn.request("POST", f"/{instance}/mcp/call", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            answer = json.loads(resp.read())
+            conn.close()
+            assert resp.status == status, (size, answer)
+            if status == 413:
+                assert answer["error"]["code"] == "payload_too_large" and "2048" in answer["error"]["message"]
+            else:
+                assert answer["isError"] is False
+    finally:
+        server.stop()
