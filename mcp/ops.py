@@ -5,6 +5,8 @@
 ``python -m mcp.ops processes``       each Procfile process with its port and health URL
 ``python -m mcp.ops wait-healthy``    wait until every process answers /health; name the ones that don't
 ``python -m mcp.ops check-ports``     fail, naming them, if any Procfile port is already taken
+``python -m mcp.ops honcho-pids``     the honcho processes running this checkout's Procfile, one per line
+``python -m mcp.ops stop-honcho``     SIGTERM them, wait, SIGKILL what is left (works without .run)
 ``python -m mcp.ops reap``            stop any process of this project that outlived a stop; verify ports
 """
 
@@ -139,7 +141,9 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-_OUR_COMMANDS = re.compile(rb"(-m\x00(services\.|mcp\.supervise)|honcho|watchfiles)")
+_OUR_COMMANDS = re.compile(rb"(-m\x00(services\.|mcp\.supervise|mcp\.rotating_pipe)|honcho|watchfiles)")
+# honcho's own process: its executable (or the script python runs) is named honcho.
+_HONCHO = re.compile(rb"(^|\x00)([^\x00]*/)?honcho\x00")
 
 
 def _ancestors() -> set[int]:
@@ -172,6 +176,53 @@ def project_processes(root: Path) -> list[int]:
     return found
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def honcho_pids(root: Path, pid_file: Path | None = None) -> list[int]:
+    """This checkout's honcho processes, found among the running processes (marked by MCP_PROJECT_ROOT).
+
+    ``pid_file`` (.run/honcho.pid) adds its pid if that process is a honcho: the file alone is not
+    trusted (its pid may have been reused) and not needed (``rm -rf .run`` must not hide a formation).
+    """
+    found = {pid for pid in project_processes(root) if _HONCHO.search(_cmdline(pid))}
+    # honcho runs each Procfile process from a forked helper with its command line; only the top one counts.
+    found = {pid for pid in found if _parent(pid) not in found}
+    if pid_file is not None:
+        try:
+            recorded = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            recorded = 0
+        if recorded > 0 and _alive(recorded) and _HONCHO.search(_cmdline(recorded)):
+            found.add(recorded)
+    return sorted(found)
+
+
+def stop_honcho(pids: list[int], grace_s: float = 8.0) -> list[int]:
+    """SIGTERM each honcho, give it ``grace_s`` to stop its processes, then SIGKILL it; the pids killed."""
+    for pid in pids:
+        for sig in (signal.SIGTERM, signal.SIGCONT):  # a stopped (SIGSTOP) honcho acts only once continued
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+    end = time.monotonic() + grace_s
+    while time.monotonic() < end and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    killed = [pid for pid in pids if _alive(pid)]
+    for pid in killed:
+        print(f"honcho ({pid}) did not stop; killing it", file=sys.stderr)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return killed
+
+
 def reap(root: Path, processes: list[Process], grace_s: float = 3.0) -> list[str]:
     """TERM (then KILL) leftover project processes; the problems that remain afterwards."""
     leftovers = project_processes(root)
@@ -191,6 +242,13 @@ def reap(root: Path, processes: list[Process], grace_s: float = 3.0) -> list[str
     problems = [f"process {pid} survived SIGKILL" for pid in leftovers if _alive(pid)]
     problems += [f"port {p.port} ({p.name}) is still in use" for p in processes if not port_free(p.port)]
     return problems
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _alive(pid: int) -> bool:
@@ -214,6 +272,11 @@ def main(argv: list[str]) -> int:
     w.add_argument("--timeout", type=float, default=30.0)
     for name in ("check-ports", "reap"):
         sub.add_parser(name).add_argument("--procfile", default="Procfile")
+    for name in ("honcho-pids", "stop-honcho"):
+        h = sub.add_parser(name)
+        h.add_argument("--pid-file", type=Path, help="also this pid, if it is a honcho (.run/honcho.pid)")
+        # honcho TERMs every process group and KILLs them 5 s later; give it that and a margin.
+        h.add_argument("--timeout", type=float, default=8.0)
     args = parser.parse_args(argv)
     root = Path(os.environ.get("MCP_PROJECT_ROOT") or PROJECT_ROOT)
     if args.cmd == "ensure-env":
@@ -224,6 +287,13 @@ def main(argv: list[str]) -> int:
         for key, value in read_env_file(root / ".env").items():
             if key not in os.environ:
                 print(f"export {key}={shlex.quote(value)}")
+        return 0
+    if args.cmd in ("honcho-pids", "stop-honcho"):
+        pids = honcho_pids(root, args.pid_file)
+        if args.cmd == "honcho-pids":
+            print("\n".join(map(str, pids)))
+        else:
+            stop_honcho(pids, args.timeout)
         return 0
     processes = procfile_processes(root / args.procfile)
     if args.cmd == "processes":

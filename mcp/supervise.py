@@ -9,8 +9,12 @@ outlives it. Its stdout/stderr lines are echoed (honcho shows them) and appended
 ``<log-dir>/<name>-out.log`` and ``<log-dir>/<name>-error.log`` with size-based rotation. Crashes are
 restarted with exponential backoff; after ``--max-restarts`` consecutive unstable runs, or when the
 port is taken, the status becomes ``errored`` and the supervisor idles until it is stopped, because
-exiting would make honcho stop every other process. The state is published atomically as JSON in
-``<run-dir>/state/<name>.json``; ``read_states`` reads those files back for status tools.
+exiting would make honcho stop every other process. Health is checked every ``--health-interval``
+seconds, and every ``--fast-health-interval`` seconds shortly after a start or once a check has failed,
+so a frozen child (SIGSTOP, a deadlock) is restarted after ``--unhealthy-threshold`` failures in well
+under a minute. The state is published atomically as JSON in ``<run-dir>/state/<name>.json`` and
+written again within seconds if that file or its folder is removed; ``read_states`` reads those files
+back for status tools.
 
 Exit codes: 0 after SIGTERM/SIGINT, 1 when errored with ``--fail-fast``, 2 for a bad command line.
 """
@@ -48,6 +52,8 @@ EXIT_ERRORED = 1
 EXIT_USAGE = 2
 
 HEALTH_REQUEST_TIMEOUT = 2.0
+# How often the supervisor makes sure its state file still exists (someone may `rm -rf .run`).
+STATE_RECHECK_INTERVAL = 2.0
 STARTUP_POLL_INTERVAL = 0.25
 PUMP_DRAIN_TIMEOUT = 1.0
 # A child printing without newlines must not make us buffer without bound.
@@ -93,17 +99,17 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--min-uptime", float, 10.0, "SUPERVISOR_MIN_UPTIME", "seconds a run must last to count as stable"),
     _Option("--health-timeout", float, 10.0, "SUPERVISOR_HEALTH_TIMEOUT",
             "seconds a new child has to answer its health URL"),
-    _Option("--health-interval", float, 30.0, "SUPERVISOR_HEALTH_INTERVAL", "seconds between health checks"),
+    _Option("--health-interval", float, 10.0, "SUPERVISOR_HEALTH_INTERVAL", "seconds between health checks"),
     _Option("--fast-health-interval", float, 5.0, "SUPERVISOR_FAST_HEALTH_INTERVAL",
-            "seconds between health checks shortly after a start"),
+            "seconds between health checks shortly after a start and after a failed check"),
     _Option("--fast-health-window", float, 60.0, "SUPERVISOR_FAST_HEALTH_WINDOW",
             "how long after a start the fast interval applies"),
     _Option("--unhealthy-threshold", int, 3, "SUPERVISOR_UNHEALTHY_THRESHOLD",
             "consecutive failed checks after which the child is killed and restarted"),
     _Option("--stop-timeout", float, 4.0, "SUPERVISOR_STOP_TIMEOUT",
             "seconds between SIGTERM and SIGKILL (keep below honcho's 5)"),
-    _Option("--log-dir", Path, PROJECT_ROOT / "logs", "MCP_LOG_DIR", "directory of the log files"),
-    _Option("--run-dir", Path, PROJECT_ROOT / ".run", "MCP_RUN_DIR", "directory of state/<name>.json"),
+    _Option("--log-dir", Path, None, "MCP_LOG_DIR", "directory of the log files (default <root>/logs)"),
+    _Option("--run-dir", Path, None, "MCP_RUN_DIR", "directory of state/<name>.json (default <root>/.run)"),
     _Option("--log-max-bytes", int, 10 * 1024 * 1024, "SUPERVISOR_LOG_MAX_BYTES", "rotate a log at this size"),
     _Option("--log-backups", int, 5, "SUPERVISOR_LOG_BACKUPS", "rotated files kept per log"),
     _Option("--backoff-initial", float, 0.5, "SUPERVISOR_BACKOFF_INITIAL", "first restart delay in seconds"),
@@ -129,7 +135,7 @@ class SupervisorConfig:
     max_restarts: int = 5
     min_uptime: float = 10.0
     health_timeout: float = 10.0
-    health_interval: float = 30.0
+    health_interval: float = 10.0
     fast_health_interval: float = 5.0
     fast_health_window: float = 60.0
     unhealthy_threshold: int = 3
@@ -170,8 +176,10 @@ class SupervisorConfig:
         values = {opt.dest: _resolve(opt, args[opt.dest], env) for opt in _OPTIONS}
         if values["health_url"] is None and values["port"] is not None:
             values["health_url"] = f"http://127.0.0.1:{values['port']}/health"
-        values["log_dir"] = Path(values["log_dir"]).absolute()
-        values["run_dir"] = Path(values["run_dir"]).absolute()
+        # The scripts export MCP_PROJECT_ROOT; scripts/status and the main API look there too.
+        root = Path(env.get("MCP_PROJECT_ROOT") or PROJECT_ROOT)
+        values["log_dir"] = Path(values["log_dir"] or root / "logs").absolute()
+        values["run_dir"] = Path(values["run_dir"] or root / ".run").absolute()
         config = cls(command=tuple(command), **values)
         config.validate()
         return config
@@ -197,6 +205,16 @@ class SupervisorConfig:
         _require(min(self.health_timeout, self.health_interval, self.fast_health_interval, self.stop_timeout) > 0,
                  "--health-timeout, --health-interval, --fast-health-interval and --stop-timeout must be positive")
         _require(self.backoff_max >= self.backoff_initial, "--backoff-max must be at least --backoff-initial")
+
+
+def log_rotation(env: Mapping[str, str]) -> tuple[int, int]:
+    """(max bytes, backups) from SUPERVISOR_LOG_MAX_BYTES / SUPERVISOR_LOG_BACKUPS, for other logs to match."""
+    by_dest = {opt.dest: opt for opt in _OPTIONS}
+    max_bytes = _resolve(by_dest["log_max_bytes"], None, env)
+    backups = _resolve(by_dest["log_backups"], None, env)
+    _require(max_bytes >= 1, "SUPERVISOR_LOG_MAX_BYTES must be positive")
+    _require(backups >= 0, "SUPERVISOR_LOG_BACKUPS must not be negative")
+    return max_bytes, backups
 
 
 def _require(ok: bool, message: str) -> None:
@@ -261,7 +279,24 @@ class LogFile:
         self._size = os.fstat(self._fd).st_size
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except FileNotFoundError:  # the folder was removed (an operator's rm -rf logs): make it again
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def reopen_if_removed(self) -> bool:
+        """Start a new file if ours was deleted or renamed away, so lines do not go to an unreachable inode."""
+        try:
+            ours, named = os.fstat(self._fd), os.stat(self.path)
+            if (ours.st_dev, ours.st_ino) == (named.st_dev, named.st_ino):
+                return False
+        except OSError:
+            pass
+        self.close()
+        self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
+        return True
 
     def write_line(self, text: str) -> None:
         """Write one line prefixed with an ISO-8601 timestamp, rotating first if it would not fit."""
@@ -344,8 +379,15 @@ class StateFile:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, data: Mapping[str, Any]) -> None:
-        """Write to a temporary file in the same directory, then rename it over the old one."""
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=".tmp")
+        """Write to a temporary file in the same directory, then rename it over the old one.
+
+        The directory is created again if it was removed (an operator's ``rm -rf .run``).
+        """
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=".tmp")
+        except FileNotFoundError:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=".tmp")
         try:
             os.fchmod(fd, 0o644)  # mkstemp makes it private; status tools may run as another user
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -605,6 +647,7 @@ class Supervisor:
         self.monotonic: Callable[[], float] = time.monotonic
         self.spawn: Spawner = spawn_child
         self.probe: Prober = http_get_ok
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.port_in_use: Callable[[int], Awaitable[bool]] = port_in_use
         self.port_owner: Callable[[int], int | None] = port_owner
         self.stdout: BinaryIO = sys.stdout.buffer
@@ -617,6 +660,7 @@ class Supervisor:
         self.pid_start_ticks = process_start_ticks(self.pid)
         self.started_at = self.clock()
         self._stop = asyncio.Event()
+        self._save_error: str | None = None  # the last failure to publish, so it is logged once
 
     # ---- lifecycle
 
@@ -625,9 +669,12 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
+        keeper = asyncio.create_task(self._keep_state_published())
         try:
             return await self._supervise()
         finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
@@ -719,7 +766,7 @@ class Supervisor:
         """Wait for the first of: the child exiting, a stop request, the health monitor calling it hung."""
         exited = asyncio.ensure_future(child.wait())
         stopping = asyncio.ensure_future(self._stop.wait())
-        hung = asyncio.ensure_future(self._monitor_health(started))
+        hung = asyncio.ensure_future(self.monitor_health(started))
         waiters = (exited, stopping, hung)
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -743,6 +790,8 @@ class Supervisor:
             return
         log.info("sending SIGTERM to process group %d", child.pid)
         signal_group(child.pid, signal.SIGTERM)
+        # A stopped (SIGSTOP) group only acts on SIGTERM once continued; to a running one SIGCONT is a no-op.
+        signal_group(child.pid, signal.SIGCONT)
         try:
             await asyncio.wait_for(child.wait(), self.config.stop_timeout)
         except TimeoutError:
@@ -813,7 +862,7 @@ class Supervisor:
 
     # ---- health
 
-    async def _monitor_health(self, started: float) -> None:
+    async def monitor_health(self, started: float) -> None:
         """Keep ``health`` current while the child runs; returns only once the child is judged hung."""
         url = self.config.health_url
         if url is None:
@@ -823,7 +872,7 @@ class Supervisor:
         self.state.status = "running"
         self.save()
         while failures < self.config.unhealthy_threshold:
-            await asyncio.sleep(self._health_interval(started))
+            await self.sleep(self.health_delay(started, failures))
             ok = await self.probe(url, self.config.health_request_timeout)
             self._record_health(ok)
             failures = 0 if ok else failures + 1
@@ -842,12 +891,14 @@ class Supervisor:
                 else:
                     log.warning("no healthy answer from %s within %gs", url, self.config.health_timeout)
                 return ok
-            await asyncio.sleep(min(STARTUP_POLL_INTERVAL, remaining))
+            await self.sleep(min(STARTUP_POLL_INTERVAL, remaining))
 
-    def _health_interval(self, started: float) -> float:
-        """Check often right after a (re)start, when failures are likeliest, then settle down."""
-        if self.monotonic() - started < self.config.fast_health_window:
-            return self.config.fast_health_interval
+    def health_delay(self, started: float, failures: int) -> float:
+        """Seconds until the next check: short right after a (re)start, when failures are likeliest, and
+        after a failed check, so a frozen child is confirmed and replaced quickly; otherwise the steady interval.
+        """
+        if failures > 0 or self.monotonic() - started < self.config.fast_health_window:
+            return min(self.config.fast_health_interval, self.config.health_interval)
         return self.config.health_interval
 
     def _record_health(self, ok: bool) -> None:
@@ -920,11 +971,39 @@ class Supervisor:
         }
 
     def save(self) -> None:
-        """Publish the current state; a full disk must not take the supervisor down."""
+        """Publish the current state; a full disk must not take the supervisor down.
+
+        A failure is logged when it first happens (and when it changes), not at every attempt, so a
+        lasting one cannot flood the log; success afterwards is logged once too.
+        """
         try:
             self.state_file.write(self.snapshot())
         except OSError as e:
-            log.warning("cannot write %s: %s", self.state_file.path, e)
+            error = f"{type(e).__name__}: {e.strerror or e}"
+            if error != self._save_error:
+                log.warning("cannot write %s: %s", self.state_file.path, error)
+            self._save_error = error
+            return
+        if self._save_error is not None:
+            log.info("state file %s written again", self.state_file.path)
+            self._save_error = None
+
+    async def _keep_state_published(self) -> None:
+        """Write the state again soon after its file (or the whole run folder) is removed or a write failed;
+        likewise start new log files when they (or the log folder) are removed."""
+        while True:
+            await self.sleep(STATE_RECHECK_INTERVAL)
+            for logfile in (self.out_log, self.error_log):
+                try:
+                    if logfile.reopen_if_removed():
+                        log.info("log file %s was removed; writing a new one", logfile.path)
+                except OSError as e:
+                    log.debug("cannot reopen %s: %s", logfile.path, e)
+            if self._save_error is None and not self.state_file.path.exists():
+                log.info("state file %s was removed; writing it again", self.state_file.path)
+                self.save()
+            elif self._save_error is not None:
+                self.save()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,19 +1,22 @@
 """python -m mcp.supervise, driven as a real subprocess around tests/fixtures/toy_service.py."""
 
+import asyncio
 import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
-from mcp.supervise import LogFile, SupervisorConfig, port_owner, read_states
+from mcp.supervise import LogFile, Supervisor, SupervisorConfig, port_owner, read_states
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = ROOT / "tests" / "fixtures" / "toy_service.py"
@@ -86,11 +89,11 @@ class Supervised:
     def error_log(self):
         return self.log_dir / f"{self.name}-error.log"
 
-    def start(self, toy_args=(), options=(), command=None):
+    def start(self, toy_args=(), options=(), command=None, fast=True):
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("SUPERVISOR_") and k not in ("MCP_LOG_DIR", "MCP_RUN_DIR")}
         cmd = [sys.executable, "-m", "mcp.supervise", "--name", self.name, "--log-dir", str(self.log_dir),
-               "--run-dir", str(self.run_dir), *FAST, *options, "--",
+               "--run-dir", str(self.run_dir), *(FAST if fast else ()), *options, "--",
                *(command or [sys.executable, str(TOY), *toy_args])]
         # Files, not pipes: an unread pipe would block the supervisor once full.
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
@@ -144,8 +147,8 @@ class Supervised:
 def supervise(tmp_path):
     started = []
 
-    def start(name, toy_args=(), options=(), command=None):
-        sup = Supervised(tmp_path, name).start(toy_args, options, command)
+    def start(name, toy_args=(), options=(), command=None, fast=True):
+        sup = Supervised(tmp_path, name).start(toy_args, options, command, fast)
         started.append(sup)
         return sup
 
@@ -411,3 +414,101 @@ def test_state_file_is_valid_json_at_every_moment(supervise):
     sup.signal(signal.SIGTERM)
     assert sup.proc.wait(5) == 0
     assert read_states(sup.run_dir)[0]["status"] == "stopped"
+
+
+# ------------------------------------------------------------------------------------------------
+# A frozen child, and a removed run folder
+
+
+class FrozenClock:
+    """Fake time for Supervisor.monitor_health: sleeping advances it; a probe of a frozen child takes its timeout."""
+
+    def __init__(self, frozen_at):
+        self.now = 0.0
+        self.frozen_at = frozen_at
+        self.probes = []  # (time the probe started, healthy?)
+
+    def monotonic(self):
+        return self.now
+
+    async def sleep(self, seconds):
+        self.now += seconds
+
+    async def probe(self, url, timeout):
+        healthy = self.now < self.frozen_at
+        self.probes.append((self.now, healthy))
+        if not healthy:
+            self.now += timeout  # nobody answers a stopped process: the request waits its whole timeout
+        return healthy
+
+
+def test_after_a_failed_check_the_next_ones_come_fast_so_a_frozen_child_is_caught_in_time(tmp_path):
+    config = SupervisorConfig.from_argv(["--name", "frozen", "--port", "1", "--log-dir", str(tmp_path),
+                                         "--run-dir", str(tmp_path), "--", "true"], {})
+    sup = Supervisor(config)
+    clock = FrozenClock(frozen_at=200.0)  # long after the fast window that follows a start
+    sup.monotonic, sup.sleep, sup.probe = clock.monotonic, clock.sleep, clock.probe
+    try:
+        asyncio.run(sup.monitor_health(started=0.0))  # returns once it calls the child hung
+    finally:
+        sup.close()
+    failed = [at for at, healthy in clock.probes if not healthy]
+    assert len(failed) == config.unhealthy_threshold == 3
+    gaps = [b - a for a, b in pairwise(failed)]
+    assert gaps == [config.health_request_timeout + config.fast_health_interval] * 2
+    # Frozen until judged hung, with the defaults: under 30 s, which leaves the stop (SIGKILL after
+    # --stop-timeout at worst), the backoff and the new child's start inside the issue's 45 s.
+    detected = clock.now - clock.frozen_at
+    assert detected <= 30, detected
+    assert detected + config.stop_timeout + config.backoff_initial < 40
+    healthy_gaps = [b - a for (a, ok_a), (b, ok_b) in pairwise(clock.probes) if ok_a and ok_b]
+    assert max(healthy_gaps) == config.health_interval  # a healthy child is not checked more often than needed
+
+
+def test_a_sigstopped_child_is_restarted_within_45s_with_the_default_health_schedule(supervise):
+    port = free_port()
+    # Only the fast window after a start is closed, so the steady schedule applies at once.
+    sup = supervise("frozen", ["--port", str(port)], ["--port", str(port), "--fast-health-window", "0"], fast=False)
+    first = sup.healthy()
+    os.kill(first["child_pid"], signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        state = sup.wait_state(lambda s: s["child_pid"] not in (None, first["child_pid"]) and s["health"] == "healthy",
+                               "a healthy replacement for the frozen child", timeout=45)
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(first["child_pid"], signal.SIGCONT)
+    assert time.monotonic() - stopped < 45
+    assert state["restarts"] == 1 and state["last_exit"]["reason"] == "unhealthy"
+    # SIGCONT after SIGTERM let the frozen child run its SIGTERM handler instead of waiting for SIGKILL
+    assert state["last_exit"]["code"] == 0, state["last_exit"]
+    assert "failed 3 health checks in a row" in sup.errors()
+    assert not alive(first["child_pid"])
+
+
+def test_a_removed_run_folder_is_written_again_within_seconds_and_failures_are_logged_once(supervise):
+    port = free_port()
+    sup = supervise("gone", ["--port", str(port)], ["--port", str(port)])
+    sup.healthy()
+    shutil.rmtree(sup.run_dir)
+    state = sup.wait_state(lambda s: s["status"] == "running", "the state file again", timeout=10)
+    assert state["pid"] == sup.proc.pid and state["child_pid"] is not None
+    assert [s["name"] for s in read_states(sup.run_dir)] == ["gone"]
+
+    # A run "folder" that cannot be created: every save fails, but the log says it once, then once recovered.
+    shutil.rmtree(sup.run_dir)
+    sup.run_dir.write_text("not a folder")
+    time.sleep(5)  # health checks every second, and the state is retried every two seconds
+    sup.run_dir.unlink()
+    sup.wait_state(lambda s: s["status"] == "running", "the state file after the failure", timeout=10)
+    errors = sup.errors()
+    assert errors.count("cannot write") == 1, errors
+    assert errors.count("written again") == 1
+    assert errors.count("was removed; writing it again") <= 1  # unless a health check's save came first
+
+    # The same for the log folder: new files, not lines written into deleted ones.
+    shutil.rmtree(sup.log_dir)
+    wait_for(lambda: "gone-error.log was removed; writing a new one" in sup.errors(), "a new error log", timeout=10)
+    os.kill(sup.state()["child_pid"], signal.SIGKILL)
+    sup.wait_state(lambda s: s["restarts"] == 1 and s["health"] == "healthy", "a restart")
+    assert "toy started pid" in sup.out_log.read_text()

@@ -60,6 +60,29 @@ ensure_database() {
   "$PY" -m db.migrate >&2 || die "migrations failed (see above)"
 }
 
+# Run the calling script again under flock(1) so that only one copy of it runs at a time for this
+# checkout; a second one exits 1 at once, saying so. flock -o keeps the lock in flock's own process,
+# so nothing the script starts (honcho, PostgreSQL) holds it after the script ends.
+#   hold_lock "$@"   (first thing in the script, before bootstrap)
+hold_lock() {
+  local script="$ROOT/scripts/$(basename "$0")" name rc=0
+  name="$(basename "$0")"
+  if [ "${MCP_LOCK_HELD:-}" = "$script" ]; then
+    unset MCP_LOCK_HELD  # the processes this run starts must not think they hold it
+    return 0
+  fi
+  if ! command -v flock >/dev/null 2>&1; then
+    say "warning: flock (util-linux) not found; nothing stops two scripts/$name from running at once"
+    return 0
+  fi
+  mkdir -p "$ROOT/.run"
+  MCP_LOCK_HELD="$script" flock -n -o -E 75 "$ROOT/.run/$name.lock" "$script" "$@" || rc=$?
+  if [ "$rc" = 75 ]; then
+    die "another scripts/$name is already running for this checkout; wait for it to finish (then see scripts/status)"
+  fi
+  exit "$rc"
+}
+
 bootstrap() {
   mkdir -p "$ROOT/logs" "$ROOT/.run"
   ensure_venv
