@@ -45,6 +45,8 @@ def make_app(runtime: ServiceRuntime) -> tornado.web.Application:
         log_function=request_logger(runtime.metrics),
         compress_response=False,
         max_body_bytes=runtime.settings.max_body_bytes,
+        body_timeout_s=runtime.settings.body_timeout_s,
+        connection_stats=runtime.connections,
     )
 
 
@@ -60,7 +62,8 @@ async def _main(service: Service) -> int:
     try:
         await serve(make_app(runtime), host=settings.bind_host, port=runtime.port, inflight=runtime.inflight,
                     on_start=runtime.start, on_stop=runtime.stop,
-                    shutdown_timeout_s=settings.shutdown_timeout_s)
+                    shutdown_timeout_s=settings.shutdown_timeout_s, body_timeout_s=settings.body_timeout_s,
+                    max_connections=settings.max_connections, stats=runtime.connections)
     except PortInUse as e:
         log.error("%s cannot start: %s", service.name, e)
         return EXIT_PORT_IN_USE

@@ -9,6 +9,7 @@ from functools import cached_property
 from pathlib import Path
 
 from mcp.crypto import CredentialCipher, CredentialKeyError, parse_key
+from mcp.forwarded import TrustedProxies
 from mcp.origins import LOCAL_HOSTS, OriginPolicy, local_origins, origin_of, parse_host_entry, parse_origin_entry
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +40,20 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if value <= 0:
+        raise ConfigError(f"{name} must be greater than 0")
+    return value
+
+
+def _trusted_proxies(env: Mapping[str, str]) -> TrustedProxies:
+    try:
+        return TrustedProxies.parse((env.get("TRUSTED_PROXIES") or "").split(","))
+    except ValueError as e:
+        raise ConfigError(f"TRUSTED_PROXIES: {e}") from None
 
 
 def _allow_list(env: Mapping[str, str], name: str, defaults: tuple[str, ...], public: str | None,
@@ -97,6 +112,16 @@ class Settings:
     allowed_hosts: tuple[str, ...] = LOCAL_HOSTS
     # Tools per tools/list page on the MCP endpoint.
     mcp_page_size: int = 100
+    # Peers whose X-Real-IP / X-Forwarded-For are believed (nginx); none by default.
+    trusted_proxies: TrustedProxies = TrustedProxies()
+    # Seconds a client may take to send a request body once its headers are in; then the connection closes.
+    body_timeout_s: float = 20.0
+    # Open client connections per process; beyond it new ones are closed at once (0: derived from RLIMIT_NOFILE).
+    max_connections: int = 0
+    # Seconds a request may run in all (instance lookup, upstream calls); then it is answered 504.
+    request_timeout_s: float = 60.0
+    # Where each service process appends its usage records before answering (survives SIGKILL).
+    usage_spool_dir: Path | None = None
     environ: Mapping[str, str] | None = None
 
     @cached_property
@@ -158,5 +183,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         allowed_origins=_allow_list(env, "ALLOWED_ORIGINS", local_origins(), public_origin, parse_origin_entry),
         allowed_hosts=_allow_list(env, "ALLOWED_HOSTS", LOCAL_HOSTS, public_host, parse_host_entry),
         mcp_page_size=page_size,
+        trusted_proxies=_trusted_proxies(env),
+        body_timeout_s=_positive(env, "BODY_TIMEOUT", 20.0),
+        max_connections=_int(env, "MAX_CONNECTIONS", 0),
+        request_timeout_s=_positive(env, "REQUEST_TIMEOUT", 60.0),
+        usage_spool_dir=Path(env["USAGE_SPOOL_DIR"]) if env.get("USAGE_SPOOL_DIR") else root / ".data" / "usage-spool",
         environ=env,
     )

@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mcp.errors import NotFound, TooManyRequests, UpstreamError
+from mcp.forwarded import client_address
 from mcp.instances import Instance, parse_instance_id
 from mcp.runtime import ServiceRuntime
 from mcp.tools import Tool, redact
-from mcp.web import BaseHandler, client_address
+from mcp.web import BaseHandler
 
 
 def service_health(rt: ServiceRuntime) -> dict[str, Any]:
@@ -85,13 +86,13 @@ class InstanceHandler(ServiceHandler):
         segment = self.path_kwargs["instance"]
         # Guessing ids is answered from memory once a client has used up its unknown-id budget.
         if rt.probe_limiter.tracking:
-            wait = rt.probe_limiter.blocked(client_address(self.request))
+            wait = rt.probe_limiter.blocked(client_address(self.request, rt.settings.trusted_proxies))
             if wait and not rt.resolver.is_cached(segment):
                 raise TooManyRequests("too many requests for unknown instances; slow down", retry_after=wait)
         try:
             instance = rt.resolver.resolve_cached(segment)
         except NotFound:
-            rt.probe_limiter.acquire(client_address(self.request))
+            rt.probe_limiter.acquire(client_address(self.request, rt.settings.trusted_proxies))
             raise
         if instance is None:
             return self._resolve(segment)
@@ -102,7 +103,7 @@ class InstanceHandler(ServiceHandler):
         try:
             instance = await self.runtime.resolver.resolve(segment)
         except NotFound:
-            self.runtime.probe_limiter.acquire(client_address(self.request))
+            self.runtime.probe_limiter.acquire(client_address(self.request, self.runtime.settings.trusted_proxies))
             raise
         self._admit(instance)
 

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 
 from mcp.config import Settings
+from mcp.connections import ConnectionStats
 from mcp.db import Database
 from mcp.instances import Instance, InstanceResolver
 from mcp.invalidation import InvalidationListener
@@ -39,6 +40,7 @@ class ServiceRuntime:
     probe_limiter: RateLimiter
     upstream_slots: ConcurrencyLimiter
     inflight: InFlight = field(default_factory=InFlight)
+    connections: ConnectionStats = field(default_factory=ConnectionStats)
     started_at: float = field(default_factory=time.time)
     session: aiohttp.ClientSession | None = None
     listener: InvalidationListener | None = None
@@ -47,12 +49,16 @@ class ServiceRuntime:
     def create(cls, service: Service, settings: Settings, port: int | None = None) -> ServiceRuntime:
         db = Database(settings.database_url, settings.embedded_url_file, timeout_s=settings.db_timeout_s,
                       max_size=settings.db_pool_max, application_name=f"mcp-{service.name}")
-        usage = UsageRecorder(db, interval_s=settings.usage_flush_interval_s, max_buffer=settings.usage_buffer_max)
+        usage = UsageRecorder(db, interval_s=settings.usage_flush_interval_s, max_buffer=settings.usage_buffer_max,
+                              spool_dir=settings.usage_spool_dir, service=service.name)
         metrics = Metrics(service.name)
         metrics.gauge("mcp_usage_records_pending", "Usage records waiting to be written", lambda: usage.pending)
         metrics.gauge("mcp_usage_records_dropped", "Usage records dropped (buffer full or unwritable)",
                       lambda: usage.dropped)
+        connections = ConnectionStats()
+        connections.register(metrics)
         return cls(
+            connections=connections,
             service=service,
             settings=settings,
             port=port if port is not None else service.config.port,
@@ -101,3 +107,4 @@ class ServiceRuntime:
         assert self.session is not None
         http = UpstreamHTTP(self.session, self.upstream_url, self.service.name, self.upstream_slots, instance.key)
         return self.service.client_factory(http, instance.credentials)
+

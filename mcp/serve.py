@@ -17,10 +17,11 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from mcp.connections import ConnectionStats, GuardedHTTPServer, raise_descriptor_limit
+from mcp.scrub import MalformedRequestFilter
 from mcp.web import InFlight
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,10 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     # psycopg_pool logs every reconnection attempt at INFO; the 503s already say the database is down.
     logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
+    # Tornado quotes the header, Host or query value it refused to parse: keep only the kind of fault.
+    general = logging.getLogger("tornado.general")
+    if not any(isinstance(f, MalformedRequestFilter) for f in general.filters):
+        general.addFilter(MalformedRequestFilter())
 
 
 def bind(port: int, host: str) -> list:
@@ -77,16 +82,26 @@ async def serve(
     max_body_size: int = 16 << 20,
     stop_event: asyncio.Event | None = None,
     handle_signals: bool = True,
+    body_timeout_s: float = 20.0,
+    max_connections: int = 0,
+    stats: ConnectionStats | None = None,
 ) -> None:
     """Serve until a signal (or ``stop_event``); raises PortInUse if the port is taken.
 
     ``max_body_size`` is only the connection-level hard cap; handlers refuse bodies over the
-    application's ``max_body_bytes`` with a JSON 413 before reading them.
+    application's ``max_body_bytes`` with a JSON 413 before reading them. A body not complete
+    ``body_timeout_s`` after its headers closes the connection. ``max_connections`` caps open
+    connections (0: derived from the descriptor limit, see mcp.connections); ``stats`` receives the
+    server's connection counters.
     """
+    raise_descriptor_limit()
     sockets = bind(port, host)
     # No xheaders: the client nginx names in X-Real-IP is read only where per-client limits need it
-    # (mcp.web.client_address); Tornado's xheaders costs a getaddrinfo() call on every request.
-    server = tornado.httpserver.HTTPServer(app, max_body_size=max_body_size, idle_connection_timeout=60)
+    # (mcp.forwarded.client_address); Tornado's xheaders costs a getaddrinfo() call on every request.
+    server = GuardedHTTPServer(app, max_body_size=max_body_size, idle_connection_timeout=60,
+                               body_timeout=body_timeout_s, max_connections=max_connections)
+    if stats is not None:
+        server.stats = stats
     server.add_sockets(sockets)
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
@@ -11,17 +10,16 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-import tornado.httputil
+import tornado.iostream
 import tornado.web
 
 from mcp.accesslog import AccessLog
 from mcp.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, PlatformError
 from mcp.jsonparse import JsonInputError, parse_json
 from mcp.metrics import Metrics
+from mcp.scrub import scrub_method, scrub_path
 
 log = logging.getLogger(__name__)
-
-_UUID_SEGMENT = re.compile(r"/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?=/|$|\?)")
 
 _HTTP_ERRORS: dict[int, tuple[str, str]] = {
     400: ("bad_request", "the request is malformed"),
@@ -29,32 +27,6 @@ _HTTP_ERRORS: dict[int, tuple[str, str]] = {
     405: ("method_not_allowed", "this method is not allowed on this endpoint"),
     413: ("payload_too_large", "the request body is too large"),
 }
-
-
-_LOOPBACK_PEERS = frozenset({"127.0.0.1", "::1"})
-# An IPv4 or IPv6 address as a proxy writes it; anything else in the header is ignored.
-_ADDRESS = re.compile(r"[0-9A-Fa-f:.]{2,45}")
-
-
-def client_address(request: tornado.httputil.HTTPServerRequest) -> str:
-    """Who sent the request: the peer, or, when the peer is a proxy on this machine (nginx), the
-    client it names in X-Real-IP or last in X-Forwarded-For.
-
-    Read only where it is needed (per-client limits): Tornado's ``xheaders`` would parse the
-    headers and validate the address with a getaddrinfo() call on every request.
-    """
-    peer = request.remote_ip or "unknown"
-    if peer not in _LOOPBACK_PEERS:
-        return peer
-    headers = request.headers
-    named = headers.get("X-Real-Ip") or (headers.get("X-Forwarded-For") or "").rsplit(",", 1)[-1].strip()
-    return named if named and _ADDRESS.fullmatch(named) else peer
-
-
-@functools.lru_cache(maxsize=4096)  # per request; the same few paths per instance come back all the time
-def scrub_path(path: str) -> str:
-    """Instance ids are bearer capabilities: replace them before a path is logged or measured."""
-    return _UUID_SEGMENT.sub("/{instance}", path)
 
 
 def request_logger(metrics: Metrics, access: AccessLog | None = None) -> Callable[[tornado.web.RequestHandler], None]:
@@ -66,8 +38,9 @@ def request_logger(metrics: Metrics, access: AccessLog | None = None) -> Callabl
         status = handler.get_status()
         req = handler.request
         seconds = req.request_time()
-        access.request(status, req.method or "", scrub_path(req.path), seconds)
-        metrics.request(type(handler).__name__, req.method or "", status, seconds)
+        method = scrub_method(req.method)
+        access.request(status, method, scrub_path(req.path), seconds)
+        metrics.request(type(handler).__name__, method, status, seconds)
 
     return log_request
 
@@ -166,7 +139,25 @@ class BaseHandler(tornado.web.RequestHandler):
         self._uncount()
 
     def on_connection_close(self) -> None:
+        # Tornado's own fails the pending body read, which ends the request and frees its buffer;
+        # without it a client that leaves mid-body would hold the handler and its bytes for ever.
+        super().on_connection_close()
+        body = getattr(self.request, "_body_future", None)
+        if body is not None and body.done() and isinstance(body.exception(), tornado.iostream.StreamClosedError):
+            self._count_aborted_body()
+        self._body.clear()
         self._uncount()
+
+    def _count_aborted_body(self) -> None:
+        stats = self.application.settings.get("connection_stats")
+        if stats is None:
+            return
+        # Tornado closes the connection when the body timeout passes; earlier, the client left.
+        timeout = float(self.application.settings.get("body_timeout_s") or 0)
+        if timeout and self.request.request_time() >= timeout * 0.98:
+            stats.body_timeouts += 1
+        else:
+            stats.bodies_aborted += 1
 
     def write_json(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -192,18 +183,16 @@ class BaseHandler(tornado.web.RequestHandler):
         """Note that the whole body has arrived: Tornado calls the method only once it has."""
         self._body_read = True
 
-    def _has_body(self) -> bool:
-        length = self.request.headers.get("Content-Length", "0")
-        return "chunked" in self.request.headers.get("Transfer-Encoding", "").lower() or length != "0"
-
     def send_error_body(self, err: PlatformError, body: str) -> None:
         """An error answer: its status and headers, and ``body`` (JSON)."""
         self.set_status(err.status)
         for name, value in err.headers().items():
             self.set_header(name, value)
-        if not self._body_read and self._has_body():
-            # Tornado closes the connection when it answers before reading the body; saying so
-            # keeps a keep-alive client from sending its next request into the closing socket.
+        reading = getattr(self.request, "_body_future", None)
+        if reading is not None and not reading.done():
+            # Tornado closes the connection when it answers before it has read the whole request,
+            # even one without a body (an answer from prepare()); saying so keeps a keep-alive client,
+            # such as nginx's pool shared by every client, from sending the next request into it.
             self.set_header("Connection", "close")
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(body)
@@ -228,12 +217,12 @@ class BaseHandler(tornado.web.RequestHandler):
         # A client's mistake is not the server's error: no traceback for PlatformError / HTTPError.
         if isinstance(value, PlatformError):
             if value.status >= 500:
-                log.warning("%s %s -> %d %s", self.request.method, scrub_path(self.request.path),
+                log.warning("%s %s -> %d %s", scrub_method(self.request.method), scrub_path(self.request.path),
                             value.status, value.code)
             return
         if isinstance(value, tornado.web.HTTPError):
             return
-        log.error("uncaught exception in %s %s", self.request.method, scrub_path(self.request.path),
+        log.error("uncaught exception in %s %s", scrub_method(self.request.method), scrub_path(self.request.path),
                   exc_info=(typ, value, tb))
 
 

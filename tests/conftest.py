@@ -271,12 +271,12 @@ def spawn(env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
     started: list[ServiceProcess] = []
 
     def _spawn(module: str, port_var: str | None = None, extra: dict[str, str] | None = None,
-               wait: bool = True) -> ServiceProcess:
+               wait: bool = True, limit_fds: int | None = None) -> ServiceProcess:
         port = free_port()
         proc_env = {**env, **(extra or {})}
         if port_var:
             proc_env[port_var] = str(port)
-        proc = ServiceProcess(module, proc_env, port, tmp_path / f"{module}-{len(started)}.log")
+        proc = ServiceProcess(module, proc_env, port, tmp_path / f"{module}-{len(started)}.log", limit_fds)
         started.append(proc)
         if wait:
             proc.wait_healthy()

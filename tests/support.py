@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -89,13 +90,19 @@ class LoopThread:
 class ServiceProcess:
     """``python -m <module>`` as a real process with its own environment; stopped with SIGTERM."""
 
-    def __init__(self, module: str, env: dict[str, str], port: int, log_path: Path) -> None:
+    def __init__(self, module: str, env: dict[str, str], port: int, log_path: Path,
+                 limit_fds: int | None = None) -> None:
         self.module = module
         self.port = port
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+
+        def limits() -> None:
+            if limit_fds is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit_fds, limit_fds))
+
         self.proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+                                     stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=limits)
 
     @property
     def url(self) -> str:

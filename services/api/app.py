@@ -48,6 +48,8 @@ def make_app(runtime: ApiRuntime) -> tornado.web.Application:
         default_handler_args={"inflight": runtime.inflight},
         log_function=request_logger(runtime.metrics),
         max_body_bytes=runtime.settings.max_body_bytes,
+        body_timeout_s=runtime.settings.body_timeout_s,
+        connection_stats=runtime.connections,
     )
 
 
@@ -58,7 +60,9 @@ def create_runtime(settings_env: dict[str, str] | None = None) -> ApiRuntime:
     port = int(settings.get("API_PORT") or API_PORT)
     db = Database(settings.database_url, settings.embedded_url_file, timeout_s=settings.db_timeout_s,
                   max_size=settings.db_pool_max, application_name="mcp-api")
-    return ApiRuntime(settings=settings, db=db, cipher=settings.cipher(), port=port)
+    runtime = ApiRuntime(settings=settings, db=db, cipher=settings.cipher(), port=port)
+    runtime.connections.register(runtime.metrics)
+    return runtime
 
 
 async def _main() -> int:
@@ -72,7 +76,9 @@ async def _main() -> int:
     try:
         await serve(make_app(runtime), host=runtime.settings.bind_host, port=runtime.port,
                     inflight=runtime.inflight, on_start=runtime.start, on_stop=runtime.stop,
-                    shutdown_timeout_s=runtime.settings.shutdown_timeout_s)
+                    shutdown_timeout_s=runtime.settings.shutdown_timeout_s,
+                    body_timeout_s=runtime.settings.body_timeout_s,
+                    max_connections=runtime.settings.max_connections, stats=runtime.connections)
     except PortInUse as e:
         log.error("api cannot start: %s", e)
         return EXIT_PORT_IN_USE

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from mcp.config import Settings
+from mcp.connections import ConnectionStats
 from mcp.crypto import CredentialCipher
 from mcp.db import Database
 from mcp.errors import BadRequest, NotFound, Unauthorized
@@ -42,6 +43,7 @@ class ApiRuntime:
     port: int = API_PORT
     metrics: Metrics = field(default_factory=lambda: Metrics(API_NAME))
     inflight: InFlight = field(default_factory=InFlight)
+    connections: ConnectionStats = field(default_factory=ConnectionStats)
     started_at: float = field(default_factory=time.time)
     session: aiohttp.ClientSession | None = None
 
