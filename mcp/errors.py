@@ -15,13 +15,15 @@ The tree::
     ├── MisdirectedRequest  421   Host header not on the allow-list (MCP endpoint)
     ├── TooManyRequests     429   carries retry_after
     ├── UpstreamFailed      502   a direct endpoint's upstream call failed (body says how)
-    └── Unavailable         503   database or dependency down; carries retry_after
+    ├── Unavailable         503   database or dependency down; carries retry_after
+    └── DeadlineExceeded    504   a direct endpoint's request ran past REQUEST_TIMEOUT
 
     RpcError                      a JSON-RPC error answered by the MCP endpoint (status depends on the era)
     ├── ParseError        -32700  400 / 400     (modern / legacy HTTP status)
     ├── InvalidRequest    -32600  400 / 400
     ├── MethodNotFound    -32601  404 / 200
     ├── InvalidParams     -32602  400 / 200
+    ├── RateLimited       -32000  429 / 200     a call in a batch beyond the instance's rate, data {retry_after_s}
     ├── HeaderMismatch    -32020  400 / 400
     └── UnsupportedProtocolVersion -32022 400 / 400, data {supported, requested}
     (the base itself is -32603, 500)
@@ -174,6 +176,12 @@ class Unavailable(PlatformError):
     jsonrpc_code = JSONRPC_SERVER_ERROR
 
 
+class DeadlineExceeded(PlatformError):
+    status = 504
+    code = "deadline_exceeded"
+    jsonrpc_code = JSONRPC_SERVER_ERROR
+
+
 class RpcError(Exception):
     """A JSON-RPC error for an MCP client: code, message for a person, optional data.
 
@@ -221,6 +229,16 @@ class InvalidParams(RpcError):
     code = JSONRPC_INVALID_PARAMS
     modern_status = 400
     legacy_status = 200
+
+
+class RateLimited(RpcError):
+    code = JSONRPC_SERVER_ERROR
+    modern_status = 429
+    legacy_status = 200
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"this instance is over its request rate; retry in {retry_after_s} s",
+                         data={"code": "rate_limited", "retry_after_s": retry_after_s})
 
 
 class HeaderMismatch(RpcError):

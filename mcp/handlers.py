@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
-from mcp.errors import NotFound, TooManyRequests, UpstreamError
+from mcp.errors import (
+    DeadlineExceeded,
+    Forbidden,
+    MisdirectedRequest,
+    NotFound,
+    TooManyRequests,
+    UnsupportedMediaType,
+    UpstreamError,
+)
 from mcp.forwarded import client_address
 from mcp.instances import Instance, parse_instance_id
+from mcp.media import is_json
 from mcp.runtime import ServiceRuntime
 from mcp.tools import Tool, redact
 from mcp.web import BaseHandler
@@ -27,17 +37,19 @@ def service_health(rt: ServiceRuntime) -> dict[str, Any]:
     }
 
 
-async def call_tool(runtime: ServiceRuntime, instance: Instance, tool: Tool, arguments: Any) -> dict[str, Any]:
+async def call_tool(runtime: ServiceRuntime, instance: Instance, tool: Tool, arguments: Any,
+                    deadline: float | None = None) -> dict[str, Any]:
     """Run one tool call for an instance, whichever endpoint asked (REST or MCP JSON-RPC).
 
     Arguments are checked against the tool's inputSchema first (an isError result naming the field
     if they do not match); usage and metrics are recorded; an isError result has the instance's
-    credentials redacted. Raises BadRequest, before anything runs, if ``arguments`` is not an object.
+    credentials redacted. A call still running at ``deadline`` (event-loop time) is abandoned as an
+    isError result. Raises BadRequest, before anything runs, if ``arguments`` is not an object.
     """
     registry = runtime.registry
     client = runtime.client_for(instance)
     started = time.perf_counter()
-    outcome = await registry.call(tool, arguments, client)
+    outcome = await registry.call(tool, arguments, client, deadline)
     elapsed = time.perf_counter() - started
     runtime.usage.record(instance.id, runtime.service.name, tool.name, outcome.outcome, elapsed)
     runtime.metrics.tool_call(tool.name, outcome.outcome, elapsed, outcome.upstream_code, outcome.upstream)
@@ -52,6 +64,29 @@ class ServiceHandler(BaseHandler):
         super().initialize(inflight=runtime.inflight)
         self.runtime = runtime
 
+    def check_browser_rules(self) -> None:
+        """The defence against cross-site pages and DNS rebinding, for every instance endpoint.
+
+        A Host or Origin off the allow-lists is refused (421 / 403) before anything else, so such a
+        page learns nothing, not even whether an id exists; and a POST must say its body is JSON,
+        which a page can only send after a CORS preflight that we never answer.
+        """
+        policy = self.runtime.settings.origin_policy
+        headers = self.request.headers
+        if not policy.host_allowed(self.request.host):
+            raise MisdirectedRequest("this server does not answer requests for this Host; "
+                                     "an operator can add it to ALLOWED_HOSTS")
+        if not policy.origin_allowed(headers.get("Origin")):
+            raise Forbidden("requests from this Origin are not allowed; an operator can add it to ALLOWED_ORIGINS",
+                            code="origin_not_allowed")
+        if self.request.method == "POST" and not is_json(headers.get("Content-Type")):
+            raise UnsupportedMediaType("send the body as JSON, with Content-Type: application/json")
+
+    def deadline(self) -> float:
+        """When this request must be answered by, on the event loop's clock (REQUEST_TIMEOUT)."""
+        return (asyncio.get_running_loop().time() + self.runtime.settings.request_timeout_s
+                - self.request.request_time())
+
 
 class HealthHandler(ServiceHandler):
     async def get(self) -> None:
@@ -60,6 +95,10 @@ class HealthHandler(ServiceHandler):
 
 class InstanceHealthHandler(ServiceHandler):
     """Instance status plus service status; answers for inactive/expired instances too (no secrets)."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.check_browser_rules()
 
     async def get(self, instance: str) -> None:
         found = await self.runtime.resolver.lookup(parse_instance_id(instance))
@@ -82,6 +121,7 @@ class InstanceHandler(ServiceHandler):
     def prepare(self) -> Awaitable[None] | None:
         """Synchronous when the instance is cached (the usual case); else the lookup to await."""
         super().prepare()
+        self.check_browser_rules()
         rt = self.runtime
         segment = self.path_kwargs["instance"]
         # Guessing ids is answered from memory once a client has used up its unknown-id budget.
@@ -118,11 +158,23 @@ class InstanceHandler(ServiceHandler):
         return self.runtime.client_for(self.instance)
 
     async def upstream(self, awaitable: Any) -> Any:
-        """Await an upstream call from a direct endpoint, turning UpstreamError into an HTTP error."""
+        """Await an upstream call from a direct endpoint, turning UpstreamError into an HTTP error.
+
+        The error's text has the instance's credentials redacted (upstreams quote the token they
+        refused), and a call still running at the request's deadline is abandoned with a 504.
+        """
         try:
-            return await awaitable
+            async with asyncio.timeout_at(self.deadline()):
+                return await awaitable
         except UpstreamError as e:
-            raise e.as_http_error() from None
+            err = e.as_http_error()
+            secrets = self.instance.credentials.values()
+            err.message = redact(err.message, secrets)
+            err.details = redact(err.details, secrets)
+            raise err from None
+        except TimeoutError:
+            raise DeadlineExceeded(f"the {self.runtime.service.name} request took longer than "
+                                   f"{self.runtime.settings.request_timeout_s:g} s and was abandoned") from None
 
 
 class ToolsListHandler(InstanceHandler):
@@ -136,4 +188,4 @@ class ToolCallHandler(InstanceHandler):
     async def post(self, instance: str) -> None:
         body = self.json_body()
         tool = self.runtime.registry.get(body.get("name"))
-        self.write_json(await call_tool(self.runtime, self.instance, tool, body.get("arguments")))
+        self.write_json(await call_tool(self.runtime, self.instance, tool, body.get("arguments"), self.deadline()))

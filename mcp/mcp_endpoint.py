@@ -14,8 +14,7 @@ altogether, and legacy clients carry their negotiated version in ``MCP-Protocol-
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import tornado.web
@@ -29,13 +28,14 @@ from mcp.errors import (
     NotAcceptable,
     PayloadTooLarge,
     PlatformError,
+    RateLimited,
     UnsupportedMediaType,
 )
 from mcp.handlers import InstanceHandler, call_tool
+from mcp.media import accepts_json, is_json
 from mcp.protocol import McpServer, handle_post
+from mcp.tools import Tool
 from mcp.web import dumps
-
-_JSON = "application/json"
 
 
 class _HeaderLists(Mapping[str, list[str]]):
@@ -60,40 +60,16 @@ class _HeaderLists(Mapping[str, list[str]]):
         return len(self._headers)
 
 
-def _media_types(header: str) -> list[str]:
-    """The media ranges of an Accept header a client will take (q=0 means it will not)."""
-    kept = []
-    for part in header.split(","):
-        fields = [f.strip().lower() for f in part.split(";")]
-        if any(f.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for f in fields[1:]):
-            continue
-        if fields[0]:
-            kept.append(fields[0])
-    return kept
-
-
-@functools.lru_cache(maxsize=64)  # a pure function of a header that takes few distinct values
-def accepts_json(accept: str | None) -> bool:
-    """Whether a client with this Accept header takes our JSON answers (no header: anything)."""
-    if accept is None:
-        return True
-    return any(t in (_JSON, "application/*", "*/*") for t in _media_types(accept))
-
-
-@functools.lru_cache(maxsize=64)
-def is_json(content_type: str | None) -> bool:
-    return content_type is not None and content_type.split(";", 1)[0].strip().lower() == _JSON
-
-
 class McpHandler(InstanceHandler):
     """The MCP endpoint of one instance: JSON-RPC over POST, answered as one JSON object."""
 
-    def prepare(self) -> Awaitable[None] | None:
+    def check_browser_rules(self) -> None:
+        """Host and Origin as on every instance endpoint, then what the MCP transport requires."""
         headers = self.request.headers
         policy = self.runtime.settings.origin_policy
         # Host and Origin first: a rebinding page learns nothing, not even whether the id exists.
         if not policy.host_allowed(self.request.host):
-            raise MisdirectedRequest("this server does not answer MCP requests for this Host; "
+            raise MisdirectedRequest("this server does not answer requests for this Host; "
                                      "an operator can add it to ALLOWED_HOSTS")
         if not policy.origin_allowed(headers.get("Origin")):
             raise Forbidden("requests from this Origin are not allowed; an operator can add it to ALLOWED_ORIGINS",
@@ -106,15 +82,13 @@ class McpHandler(InstanceHandler):
                                 "send Accept: application/json, text/event-stream")
         if not is_json(headers.get("Content-Type")):
             raise UnsupportedMediaType("send the JSON-RPC message with Content-Type: application/json")
-        return super().prepare()
 
     async def post(self, instance: str) -> None:
         self.body_read()
         if self._too_large:
             raise PayloadTooLarge(f"the request body is larger than {self._max_body} bytes")
         rt = self.runtime
-        server = McpServer(rt.registry, functools.partial(call_tool, rt, self.instance), rt.server_info,
-                           rt.settings.mcp_page_size)
+        server = McpServer(rt.registry, self._invoker(), rt.server_info, rt.settings.mcp_page_size)
         reply = await handle_post(server, _HeaderLists(self.request.headers), bytes(self._body))
         self.set_status(reply.status)
         if reply.body is None:
@@ -122,6 +96,23 @@ class McpHandler(InstanceHandler):
             self.finish()
         else:
             self.finish(dumps(reply.body))
+
+    def _invoker(self) -> Callable[[Tool, Any], Awaitable[dict[str, Any]]]:
+        """Tool calls for this POST: the first is paid for by the request's own rate-limit token,
+        each further one (a 2025-03-26 batch) pays its own, so a batch cannot multiply the rate."""
+        rt, instance, deadline = self.runtime, self.instance, self.deadline()
+        calls = 0
+
+        def invoke(tool: Tool, arguments: Any) -> Awaitable[dict[str, Any]]:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                wait = rt.rate_limiter.acquire(instance.key)
+                if wait:
+                    raise RateLimited(wait)
+            return call_tool(rt, instance, tool, arguments, deadline)
+
+        return invoke
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Errors before or outside the JSON-RPC exchange, as a JSON-RPC error with ``id: null``."""

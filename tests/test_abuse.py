@@ -59,7 +59,7 @@ def test_upstream_concurrency_is_capped_per_instance(admin, limited, figma):
 
 
 def test_guessing_instance_ids_is_answered_from_memory(admin, limited):
-    service = limited(UNKNOWN_ID_LIMIT_PER_MINUTE="6")  # a burst of 3 unknown ids per client
+    service = limited(UNKNOWN_ID_LIMIT_PER_MINUTE="6", TRUSTED_PROXIES="127.0.0.1")  # a burst of 3 per client
     known = admin.create_instance()["instance_id"]
     assert http("GET", f"{service.url}/{known}/mcp/tools").status == 200  # cached from here on
     loads = []
@@ -82,7 +82,7 @@ def test_guessing_instance_ids_is_answered_from_memory(admin, limited):
 
 
 def test_the_unknown_id_budget_is_per_client_as_a_local_proxy_names_it(limited):
-    service = limited(UNKNOWN_ID_LIMIT_PER_MINUTE="6")  # a burst of 3 unknown ids per client
+    service = limited(UNKNOWN_ID_LIMIT_PER_MINUTE="6", TRUSTED_PROXIES="127.0.0.1")  # a burst of 3 per client
 
     def guess(headers: dict[str, str]) -> int:
         return http("GET", f"{service.url}/{uuid.uuid4()}/mcp/tools", headers=headers).status

@@ -23,8 +23,7 @@ Content-Length that is not a number) never reach the application: they are fuzze
 only held to "answered at once with a 400, never a 5xx or a hang" (see
 ``test_malformed_http_is_answered_with_a_json_error`` for the missing JSON body).
 
-What the fuzzing found is pinned in ``test_what_the_fuzzing_found_*``; what needs a fix outside this
-file's reach (``mcp/serve.py``, ``mcp/tools.py``) is a strict xfail naming the fix.
+What the fuzzing found is pinned in ``test_what_the_fuzzing_found_*``.
 
 Example counts are fixed and the runs derandomized, so the suite is deterministic and bounded;
 ``FUZZ_SCALE=10`` multiplies every count for a deeper run, ``FUZZ_RANDOM=1`` draws new examples each run.
@@ -1301,10 +1300,6 @@ def test_what_the_fuzzing_found_on_the_api(api: ThreadServer, victim: Victim) ->
 # Known gap, outside the application's reach ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Tornado's HTTP layer answers a message it cannot parse with a bare 'HTTP/1.1 400 Bad Request' and no "
-    "body (and closes without any answer when the header block exceeds max_header_size), before any "
-    "handler runs; a JSON body needs mcp/serve.py to serve through a connection class that writes one"))
 @pytest.mark.parametrize("raw", [
     b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\nConnection: close\r\n\r\n",
     b"G@T /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",

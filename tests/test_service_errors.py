@@ -87,7 +87,7 @@ def test_chunked_body_too_large_is_413(figma_service, instance):
 
     conn = http_client.HTTPConnection("127.0.0.1", figma_service.port, timeout=10)
     conn.request("POST", f"/{instance}/mcp/call", body=chunks(), encode_chunked=True,
-                 headers={"Transfer-Encoding": "chunked"})
+                 headers={"Transfer-Encoding": "chunked", "Content-Type": "application/json"})
     resp = conn.getresponse()
     assert resp.status == 413
     assert json.loads(resp.read())["error"]["code"] == "payload_too_large"
