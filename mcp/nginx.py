@@ -6,9 +6,14 @@ and prints an http-context file for ``/etc/nginx/conf.d/``:
 - ``/<service>/...`` goes to ``127.0.0.1:<port>/...`` with the prefix stripped, through an ``upstream``
   block per service, so more copies of a service can later be added as further ``server`` lines;
 - ``/api/...`` and ``= /health`` go to the main API unchanged;
+- every proxying location sends the same whole header set (``_proxy``): a location's own
+  ``proxy_set_header`` replaces all the server's, so nothing is left to inheritance;
 - responses are not buffered, so event streams (MCP Streamable HTTP) reach clients as they are written;
-- the access log records ``$scrubbed_uri``: the path with an instance id replaced by ``{instance}``
-  (instance ids are bearer capabilities) and without the query string (which may carry tokens).
+- instance ids are bearer capabilities: the access log records ``$scrubbed_uri`` (``_scrub_map``), and the
+  error log, whose lines quote the raw request line, keeps only critical conditions.
+
+With ``--output`` it also adds ``TRUSTED_PROXIES=127.0.0.1`` to the project's ``.env`` (unless an
+operator set it), because the services believe nginx's X-Real-IP only from a trusted proxy.
 """
 
 from __future__ import annotations
@@ -23,13 +28,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcp.config import ConfigError, load_settings
+from mcp.config import ConfigError, Settings, load_settings
 from mcp.db import resolve_database_url
+from mcp.forwarded import TrustedProxies
+from mcp.ops import ensure_env, read_env_file
 from services.api import API_PORT
 
 DEFAULT_ACCESS_LOG = "/var/log/nginx/mcp-platform.access.log"
-# Same shape as the services' own scrubbing (mcp.web.scrub_path), in nginx's PCRE.
-_UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+DEFAULT_ERROR_LOG = "/var/log/nginx/mcp-platform.error.log"
+# nginx connects to every upstream from here, so this is the peer the services see.
+PROXY_ADDRESS = "127.0.0.1"
+_EMPTY = '""'  # as a proxy_set_header value: the header is not sent, even if the client sent it
+# Pieces of $scrubbed_uri's patterns (nginx's PCRE). An instance id, in any spelling the services
+# accept once they have %-decoded it, either holds a '%' or 8 hex digits in a row (hyphens aside).
+_HEX_RUN = "(?:[0-9A-Fa-f]-*){8}"
+_SAFE_SEGMENT = f"(?![^/?]*{_HEX_RUN})[A-Za-z0-9._~-]*"  # unreserved characters only, and no hex run
+_SAFE_PATH = f"(?:/{_SAFE_SEGMENT})*"
+_QUERY = "(?:[?].*)?$"  # dropped: a query string may carry tokens
 # Catalog names are checked by migrations; checked again because they become nginx tokens and paths.
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 _RESERVED = {"api", "health"}
@@ -65,6 +80,7 @@ class NginxOptions:
     server_name: str = "_"
     api_port: int = API_PORT
     access_log: str = DEFAULT_ACCESS_LOG
+    error_log: str = DEFAULT_ERROR_LOG
     client_max_body_size: str = "1m"
     read_timeout_s: int = 300
     connect_timeout_s: int = 5
@@ -90,14 +106,29 @@ def _error_return(status: int, code: str, message: str) -> str:
     return f"return {status} '{body}';"
 
 
-def _scrub_map() -> list[str]:
-    """``$scrubbed_uri``: the request path, its instance id replaced by ``{instance}``, no query string."""
-    with_id = f"~^(?<mcp_before>[^?]*?/){_UUID}(?<mcp_after>/[^?]*)?(?:\\?.*)?$"
+def _scrub_map(services: Sequence[str]) -> list[str]:
+    """``$scrubbed_uri``: the request path as it may be logged, never with an instance id in it.
+
+    A path of unreserved characters without a hex run is logged as it is. Otherwise only the first
+    segment is kept when it is a known prefix: the segment where an instance id goes becomes
+    ``{instance}`` whatever it holds, and the rest is kept when it is as plain, else it is ``{path}``.
+    Anything else is ``/{path}``. No query string is logged.
+    """
+    prefixes = "|".join(services) or "(?!)"  # names are [a-z0-9_-] (Route), nothing to escape
+    word = f"(?<mcp_word>(?![^/?]*{_HEX_RUN})[a-z][a-z_-]*)"
+    rules = [
+        (f"^(?<mcp_path>{_SAFE_PATH}){_QUERY}", "$mcp_path"),
+        (f"^/api/{word}/[^/?]*(?<mcp_rest>{_SAFE_PATH}){_QUERY}", "/api/$mcp_word/{instance}$mcp_rest"),
+        (f"^/api/{word}/", "/api/$mcp_word/{instance}/{path}"),
+        (f"^/(?<mcp_service>{prefixes})/[^/?]*(?<mcp_rest>{_SAFE_PATH}){_QUERY}",
+         "/$mcp_service/{instance}$mcp_rest"),
+        (f"^/(?<mcp_service>{prefixes})/", "/$mcp_service/{instance}/{path}"),
+    ]
     return [
         "map $request_uri $scrubbed_uri {",
-        f'    "{with_id}" "${{mcp_before}}{{instance}}${{mcp_after}}";',
-        '    "~^(?<mcp_path>[^?]*)" $mcp_path;',
-        "    default $request_uri;",
+        '    "" -;  # no request line nginx could read',
+        *(f'    "~{pattern}" "{value}";' for pattern, value in rules),
+        '    default "/{path}";',
         "}",
     ]
 
@@ -107,14 +138,35 @@ def _upstream(name: str, port: int) -> list[str]:
     return ["", f"upstream {name} {{", f"    server 127.0.0.1:{port};", "    keepalive 16;", "}"]
 
 
+def _proxy(upstream: str, prefix: str = "") -> list[str]:
+    """The body of every proxying location: where to, and the whole header set.
+
+    In nginx, a location with any ``proxy_set_header`` of its own inherits none of the server's, so
+    the set is written out in full here, once, for every location that proxies. An empty value
+    drops a header the client sent.
+    """
+    return [
+        f"        proxy_pass http://{upstream};",
+        "        proxy_http_version 1.1;",
+        '        proxy_set_header Connection "";  # keeps the upstream connection alive',
+        "        proxy_set_header Host $host;",
+        # nginx is the edge: the client is its peer, and what a client says about itself is replaced or dropped.
+        "        proxy_set_header X-Real-IP $remote_addr;",
+        "        proxy_set_header X-Forwarded-For $remote_addr;",
+        "        proxy_set_header X-Forwarded-Proto $scheme;",
+        "        proxy_set_header X-Forwarded-Host $host;",
+        f"        proxy_set_header X-Forwarded-Prefix {prefix or _EMPTY};",
+        '        proxy_set_header Forwarded "";',
+    ]
+
+
 def _location(route: Route) -> list[str]:
     """The location that proxies ``/<name>/...`` to the service with the prefix stripped."""
     return [
         "",
         f"    # /{route.name}/<id>/mcp -> 127.0.0.1:{route.port}/<id>/mcp (the trailing / strips the prefix)",
         f"    location /{route.name}/ {{",
-        f"        proxy_pass http://{route.upstream}/;",
-        f"        proxy_set_header X-Forwarded-Prefix /{route.name};",
+        *_proxy(f"{route.upstream}/", prefix=f"/{route.name}"),
         "    }",
         "    # Metrics are for the operator's scraper on localhost, not for the public.",
         f"    location = /{route.name}/metrics {{",
@@ -136,12 +188,15 @@ def render(routes: Sequence[Route], options: NginxOptions) -> str:
         "# Goes in the http context, e.g. /etc/nginx/conf.d/mcp-platform.conf; then: nginx -t && nginx -s reload",
         "# TLS: add `listen 443 ssl;` with certificates here, or let certbot --nginx edit this file.",
         "",
-        "# Instance ids are bearer capabilities: log the path with them replaced, and without the query string.",
-        "# (The error log may still quote a request line when an upstream fails; keep it private.)",
-        *_scrub_map(),
+        "# The services believe X-Real-IP / X-Forwarded-For only from the proxies in TRUSTED_PROXIES: it must",
+        f"# include {PROXY_ADDRESS} (scripts/nginx-conf --output adds it to .env); restart them after changing it.",
+        "",
+        "# Instance ids are bearer capabilities: the path is logged with them replaced, without the query string.",
+        *_scrub_map(names),
         "",
         "log_format mcp_scrubbed '$remote_addr [$time_local] \"$request_method $scrubbed_uri $server_protocol\" '",
-        "                        '$status $body_bytes_sent $request_time \"$http_user_agent\"';",
+        "                        '$status $body_bytes_sent $request_time \"$http_user_agent\" '",
+        "                        'upstream=$upstream_addr $upstream_status $upstream_response_time';",
         *_upstream("mcp_api", o.api_port),
     ]
     for route in routes:
@@ -152,15 +207,11 @@ def render(routes: Sequence[Route], options: NginxOptions) -> str:
         f"    listen {o.listen};",
         f"    server_name {o.server_name};",
         f"    access_log {o.access_log} mcp_scrubbed;",
+        "    # Error lines quote the raw request line (an instance id) and cannot be reformatted: only critical",
+        "    # conditions are kept. An upstream that is down or slow shows in the access log (502/504, upstream=).",
+        f"    error_log {o.error_log} crit;",
         "",
         f"    client_max_body_size {o.client_max_body_size};",
-        "    proxy_http_version 1.1;",
-        '    proxy_set_header Connection "";  # keep upstream connections alive',
-        "    proxy_set_header Host $host;",
-        "    proxy_set_header X-Real-IP $remote_addr;",
-        "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-        "    proxy_set_header X-Forwarded-Proto $scheme;",
-        "    proxy_set_header X-Forwarded-Host $host;",
         "    # Event streams must reach the client as they are written, not when a buffer fills.",
         "    proxy_buffering off;",
         "    proxy_cache off;",
@@ -179,11 +230,11 @@ def render(routes: Sequence[Route], options: NginxOptions) -> str:
         "    }",
         "",
         "    location = /health {",
-        "        proxy_pass http://mcp_api;",
+        *_proxy("mcp_api"),
         "    }",
         "",
         "    location /api/ {",
-        "        proxy_pass http://mcp_api;",
+        *_proxy("mcp_api"),
         "    }",
     ]
     for route in routes:
@@ -212,6 +263,49 @@ def read_catalog(conninfo: str) -> list[Route]:
     return [Route(name, port) for name, port in rows]
 
 
+def _trusts_nginx(value: str) -> bool:
+    try:
+        return TrustedProxies.parse(value.split(",")).trusts(PROXY_ADDRESS)
+    except ValueError:
+        return False
+
+
+def ensure_trusted_proxy(env_file: Path, environ: Mapping[str, str]) -> list[str]:
+    """Make the services behind nginx believe its X-Real-IP: ``TRUSTED_PROXIES`` in ``.env`` must hold it.
+
+    Added when ``.env`` has no TRUSTED_PROXIES (``.env`` is created first, with its secrets, as the
+    scripts create it); an operator's own value is left alone. Returns what to tell the operator.
+    """
+    said = []
+    ensure_env(env_file)
+    current = read_env_file(env_file).get("TRUSTED_PROXIES")
+    if current is None:
+        text = env_file.read_text()
+        with env_file.open("a") as f:  # appending keeps the file's owner and mode (it holds secrets)
+            f.write(("" if not text or text.endswith("\n") else "\n")
+                    + "# nginx (scripts/nginx-conf) proxies from here; its X-Real-IP is believed only from these.\n"
+                    + f"TRUSTED_PROXIES={PROXY_ADDRESS}\n")
+        said.append(f"added TRUSTED_PROXIES={PROXY_ADDRESS} to {env_file}: restart the services to read it "
+                    "(they believe X-Real-IP only from a trusted proxy)")
+    elif not _trusts_nginx(current):
+        said.append(f"warning: TRUSTED_PROXIES in {env_file} ({current}) does not include {PROXY_ADDRESS}, where "
+                    "nginx connects from: the services will take nginx itself for the client (per-client limits "
+                    f"would apply to everyone at once). Add {PROXY_ADDRESS} and restart them.")
+    exported = environ.get("TRUSTED_PROXIES")
+    if exported and exported != current and not _trusts_nginx(exported):
+        said.append(f"warning: TRUSTED_PROXIES in the environment ({exported}) overrides {env_file} and does not "
+                    f"include {PROXY_ADDRESS}")
+    return said
+
+
+def _trust_hint(settings: Settings) -> list[str]:
+    """Printing only: say what the services need, without touching ``.env``."""
+    if settings.trusted_proxies.trusts(PROXY_ADDRESS):
+        return []
+    return [f"note: the services believe nginx's X-Real-IP only with TRUSTED_PROXIES={PROXY_ADDRESS} in "
+            f"{settings.project_root / '.env'} (--output adds it), then a restart"]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scripts/nginx-conf",
@@ -224,6 +318,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, help="write the configuration here instead of printing it")
     parser.add_argument("--server-name", help="server_name (default: PUBLIC_URL's host, else _)")
     parser.add_argument("--access-log", default=DEFAULT_ACCESS_LOG, help=f"default {DEFAULT_ACCESS_LOG}")
+    parser.add_argument("--error-log", default=DEFAULT_ERROR_LOG,
+                        help=f"default {DEFAULT_ERROR_LOG} (critical conditions only: error lines quote instance ids)")
     parser.add_argument("--api-port", type=int, help=f"the main API's port (default API_PORT, else {API_PORT})")
     return parser
 
@@ -238,6 +334,7 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
             server_name=args.server_name or server_name_from(settings.public_url),
             api_port=args.api_port or int(settings.get("API_PORT") or API_PORT),
             access_log=args.access_log,
+            error_log=args.error_log,
             client_max_body_size=size_directive(settings.max_body_bytes),
         )
         conninfo = resolve_database_url(settings.database_url, settings.embedded_url_file)
@@ -249,11 +346,15 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
         return 1
     if args.output is None:
         sys.stdout.write(text)
-        return 0
-    tmp = args.output.with_name(f".{args.output.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.output)
-    print(f"wrote {args.output}; check and load it with: nginx -t && nginx -s reload", file=sys.stderr)
+        said = _trust_hint(settings)
+    else:
+        tmp = args.output.with_name(f".{args.output.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, args.output)
+        print(f"wrote {args.output}; check and load it with: nginx -t && nginx -s reload", file=sys.stderr)
+        said = ensure_trusted_proxy(settings.project_root / ".env", settings.environ or {})
+    for line in said:
+        print(line, file=sys.stderr)
     return 0
 
 
