@@ -30,15 +30,14 @@ class RotationReport:
 def rotate(conninfo: str, cipher: CredentialCipher, batch: int = 200) -> RotationReport:
     """Re-encrypt, batch by batch, every row not yet written with the current key."""
     report = RotationReport()
-    current = f"v1:{cipher.current_key_id}:%"
     skip: list[str] = []
     with psycopg.connect(conninfo, row_factory=dict_row, autocommit=True) as conn:
         while True:
             with conn.transaction():
                 rows = conn.execute(
-                    "SELECT id, credentials_enc FROM service_instances WHERE credentials_enc NOT LIKE %s "
+                    "SELECT id, credentials_enc FROM service_instances WHERE NOT starts_with(credentials_enc, %s) "
                     "AND NOT (id::text = ANY(%s)) ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-                    (current, skip, batch)).fetchall()
+                    (cipher.current_prefix, skip, batch)).fetchall()
                 if not rows:
                     return report
                 for row in rows:
