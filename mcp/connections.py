@@ -70,11 +70,11 @@ OVERLOADED = _answer(503, "Service Unavailable", "overloaded",
 
 
 def default_max_connections(reserve: int = FD_RESERVE) -> int:
-    """The soft descriptor limit less ``reserve`` (never below MIN_CONNECTIONS)."""
+    """The soft descriptor limit less ``reserve`` (a quarter of a small limit; never below MIN_CONNECTIONS)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
-    return max(MIN_CONNECTIONS, soft - reserve)
+    return max(MIN_CONNECTIONS, soft - min(reserve, soft // 4))
 
 
 def raise_descriptor_limit() -> None:
@@ -149,6 +149,15 @@ class _ClientStream(tornado.iostream.IOStream):
         super().__init__(sock, **kw)
         self._server = server
         self._refused = False
+        self.started = False  # a request has begun to be read: before that the connection is idle
+
+    def read_until_regex(self, regex: bytes, max_bytes: int | None = None) -> Any:  # type: ignore[override]
+        self.started = True  # Tornado reads each request head with this call
+        return super().read_until_regex(regex, max_bytes)
+
+    def idle(self) -> bool:
+        """Waiting on its client (not yet read from, or reading a request head or body), not serving."""
+        return not self.closed() and (not self.started or self.reading()) and not self.writing()
 
     def write(self, data: bytes | memoryview) -> Any:  # type: ignore[override]
         if len(data) == len(TORNADO_BARE_400) and data == TORNADO_BARE_400:
@@ -271,7 +280,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
     def _evict_one(self) -> bool:
         """Close the oldest connection that is waiting on its client; False if every one is busy."""
         for stream in self._streams:
-            if not stream.closed() and stream.reading() and not stream.writing():
+            if stream.idle():
                 self.stats.evicted += 1
                 self._cap_log.warning("%d connections open (the cap): closing the oldest idle ones to admit new",
                                       len(self._streams))
