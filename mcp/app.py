@@ -45,7 +45,6 @@ def make_app(runtime: ServiceRuntime) -> tornado.web.Application:
         log_function=request_logger(runtime.metrics),
         compress_response=False,
         max_body_bytes=runtime.settings.max_body_bytes,
-        body_timeout_s=runtime.settings.body_timeout_s,
         connection_stats=runtime.connections,
     )
 

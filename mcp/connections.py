@@ -15,6 +15,9 @@ What it adds to ``tornado.httpserver.HTTPServer``:
   (Content-Length with Transfer-Encoding, two lengths, a negative one, bad chunks) gets ``400``,
   each with the platform's JSON error body, where Tornado would close silently or send a bare
   status line.
+- **A body timeout without a timer per request**: a connection still receiving a request body
+  ``body_timeout_s`` after the body began is closed by a sweep that runs once a second (Tornado's
+  own ``body_timeout`` arms and cancels a timer on every request with a body).
 - **Lingering close**: when the server closes a connection whose client may still be sending (an
   early error, a request cut short), it stops writing, then reads and discards for a bounded time
   before closing, so the client receives the answer instead of a reset.
@@ -33,7 +36,7 @@ from typing import Any
 
 import tornado.httpserver
 import tornado.iostream
-from tornado.ioloop import IOLoop
+from tornado.ioloop import IOLoop, PeriodicCallback
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ LINGER_MAX = 128
 LINGER_S = 2.0
 LINGER_BYTES = 8 << 20
 _ACCEPT_BATCH = 128
+SWEEP_EVERY_S = 1.0
 
 
 def _answer(status: int, reason: str, code: str, message: str) -> bytes:
@@ -150,10 +154,24 @@ class _ClientStream(tornado.iostream.IOStream):
         self._server = server
         self._refused = False
         self.started = False  # a request has begun to be read: before that the connection is idle
+        self.body_since: float | None = None  # when the current request's body began to be read
+        self.body_timed_out = False
 
     def read_until_regex(self, regex: bytes, max_bytes: int | None = None) -> Any:  # type: ignore[override]
-        self.started = True  # Tornado reads each request head with this call
+        # Tornado reads each request head with this call, and every body with the two below.
+        self.started = True
+        self.body_since = None
         return super().read_until_regex(regex, max_bytes)
+
+    def read_bytes(self, num_bytes: int, partial: bool = False) -> Any:  # type: ignore[override]
+        if self.body_since is None:
+            self.body_since = time.monotonic()
+        return super().read_bytes(num_bytes, partial)
+
+    def read_until(self, delimiter: bytes, max_bytes: int | None = None) -> Any:  # type: ignore[override]
+        if self.body_since is None:  # a chunked body's first chunk-size line
+            self.body_since = time.monotonic()
+        return super().read_until(delimiter, max_bytes)
 
     def idle(self) -> bool:
         """Waiting on its client (not yet read from, or reading a request head or body), not serving."""
@@ -192,9 +210,12 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
     """Tornado's HTTPServer with a connection cap, quiet accept errors, JSON framing errors and
     lingering closes (see the module docstring). ``max_connections``: 0 for the default."""
 
-    def initialize(self, *args: Any, max_connections: int = 0, **kw: Any) -> None:  # type: ignore[override]
+    def initialize(self, *args: Any, max_connections: int = 0, body_timeout_s: float = 20.0,  # type: ignore[override]
+                   **kw: Any) -> None:
         super().initialize(*args, **kw)
         self.max_connections = max_connections or default_max_connections()
+        self.body_timeout_s = body_timeout_s
+        self._sweeper: PeriodicCallback | None = None
         self.stats = ConnectionStats()
         self._streams: dict[_ClientStream, None] = {}  # open connections, oldest first
         self._accept_log = RateLimitedLog(log)
@@ -208,6 +229,30 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         for sock in sockets:
             self._sockets[sock.fileno()] = sock
             self._watch(sock)
+        if self._sweeper is None:
+            self._sweeper = PeriodicCallback(self._close_stalled_bodies, SWEEP_EVERY_S * 1000)
+            self._sweeper.start()
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
+        super().stop()
+
+    async def close_all_connections(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
+        await super().close_all_connections()
+
+    def _close_stalled_bodies(self) -> None:
+        now = time.monotonic()
+        for stream in list(self._streams):
+            since = stream.body_since
+            if since is not None and now - since >= self.body_timeout_s and stream.reading():
+                stream.body_timed_out = True
+                self.stats.body_timeouts += 1
+                stream.close()
 
     def _watch(self, sock: socket.socket) -> None:
         fd = sock.fileno()

@@ -299,6 +299,8 @@ class UpstreamError(ToolError):
     def as_http_error(self) -> PlatformError:
         """How a direct endpoint answers this failure: 404 and 429 pass through, the rest is 502."""
         body = self.structured()
+        if self.code == "deadline_exceeded":
+            return DeadlineExceeded(self.message, details={"upstream": body})
         if self.status == 404:
             return NotFound(self.message, code="upstream_not_found", details={"upstream": body})
         if self.status == 429 or self.code == "rate_limited":

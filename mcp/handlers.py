@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mcp.errors import (
-    DeadlineExceeded,
     Forbidden,
     MisdirectedRequest,
     NotFound,
@@ -43,13 +42,13 @@ async def call_tool(runtime: ServiceRuntime, instance: Instance, tool: Tool, arg
 
     Arguments are checked against the tool's inputSchema first (an isError result naming the field
     if they do not match); usage and metrics are recorded; an isError result has the instance's
-    credentials redacted. A call still running at ``deadline`` (event-loop time) is abandoned as an
-    isError result. Raises BadRequest, before anything runs, if ``arguments`` is not an object.
+    credentials redacted. No upstream call outlasts ``deadline`` (event-loop time): one that would is
+    abandoned, an isError result. Raises BadRequest, before anything runs, if ``arguments`` is not an object.
     """
     registry = runtime.registry
-    client = runtime.client_for(instance)
+    client = runtime.client_for(instance, deadline)
     started = time.perf_counter()
-    outcome = await registry.call(tool, arguments, client, deadline)
+    outcome = await registry.call(tool, arguments, client)
     elapsed = time.perf_counter() - started
     runtime.usage.record(instance.id, runtime.service.name, tool.name, outcome.outcome, elapsed)
     runtime.metrics.tool_call(tool.name, outcome.outcome, elapsed, outcome.upstream_code, outcome.upstream)
@@ -155,26 +154,22 @@ class InstanceHandler(ServiceHandler):
 
     @property
     def client(self) -> Any:
-        return self.runtime.client_for(self.instance)
+        return self.runtime.client_for(self.instance, self.deadline())
 
     async def upstream(self, awaitable: Any) -> Any:
         """Await an upstream call from a direct endpoint, turning UpstreamError into an HTTP error.
 
         The error's text has the instance's credentials redacted (upstreams quote the token they
-        refused), and a call still running at the request's deadline is abandoned with a 504.
+        refused); a call that would outlast the request's deadline is a 504 (see ``client``).
         """
         try:
-            async with asyncio.timeout_at(self.deadline()):
-                return await awaitable
+            return await awaitable
         except UpstreamError as e:
             err = e.as_http_error()
             secrets = self.instance.credentials.values()
             err.message = redact(err.message, secrets)
             err.details = redact(err.details, secrets)
             raise err from None
-        except TimeoutError:
-            raise DeadlineExceeded(f"the {self.runtime.service.name} request took longer than "
-                                   f"{self.runtime.settings.request_timeout_s:g} s and was abandoned") from None
 
 
 class ToolsListHandler(InstanceHandler):

@@ -76,7 +76,8 @@ class ConcurrencyLimiter:
     def active(self, key: Hashable) -> int:
         return self._active.get(key, 0)
 
-    async def acquire(self, key: Hashable) -> None:
+    async def acquire(self, key: Hashable, deadline: float | None = None) -> None:
+        """Take a slot, waiting for one until ``deadline`` (event-loop time; TimeoutError after it)."""
         if self.limit <= 0:
             return
         active = self._active.get(key, 0)
@@ -86,8 +87,13 @@ class ConcurrencyLimiter:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, deque()).append(waiter)
         try:
-            await waiter  # release() hands its slot over: the active count stays as it is
-        except asyncio.CancelledError:
+            # release() hands its slot over: the active count stays as it is
+            if deadline is None:
+                await waiter
+            else:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+        except (asyncio.CancelledError, TimeoutError):
             if waiter.done() and not waiter.cancelled():
                 self.release(key)  # handed a slot just as it was cancelled: pass it on
             else:

@@ -101,10 +101,12 @@ class ServiceRuntime:
     def server_info(self) -> dict[str, Any]:
         return self.service.server_info()
 
-    def client_for(self, instance: Instance) -> Any:
-        """The service's upstream client for one call, bound to this instance's credentials."""
+    def client_for(self, instance: Instance, deadline: float | None = None) -> Any:
+        """The service's upstream client for one call, bound to this instance's credentials; no upstream
+        call it makes outlasts ``deadline`` (event-loop time)."""
         self.ensure_started()
         assert self.session is not None
-        http = UpstreamHTTP(self.session, self.upstream_url, self.service.name, self.upstream_slots, instance.key)
+        http = UpstreamHTTP(self.session, self.upstream_url, self.service.name, self.upstream_slots, instance.key,
+                            deadline)
         return self.service.client_factory(http, instance.credentials)
 

@@ -99,7 +99,7 @@ async def serve(
     # No xheaders: the client nginx names in X-Real-IP is read only where per-client limits need it
     # (mcp.forwarded.client_address); Tornado's xheaders costs a getaddrinfo() call on every request.
     server = GuardedHTTPServer(app, max_body_size=max_body_size, idle_connection_timeout=60,
-                               body_timeout=body_timeout_s, max_connections=max_connections)
+                               body_timeout_s=body_timeout_s, max_connections=max_connections)
     if stats is not None:
         server.stats = stats
     server.add_sockets(sockets)

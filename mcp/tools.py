@@ -6,7 +6,6 @@ so the same validation and result shaping apply whichever way a client calls.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -145,11 +144,8 @@ class ToolRegistry:
             arguments = {**arguments, **{k: int(arguments[k]) for k in floats}}
         return arguments
 
-    async def call(self, tool: Tool, arguments: Any, client: Any, deadline: float | None = None) -> CallOutcome:
-        """Validate arguments, run the handler, and shape whatever happens as a CallToolResult.
-
-        A handler still running at ``deadline`` (event-loop time) is cancelled: an isError result.
-        """
+    async def call(self, tool: Tool, arguments: Any, client: Any) -> CallOutcome:
+        """Validate arguments, run the handler, and shape whatever happens as a CallToolResult."""
         try:
             args = self.check_arguments(tool, arguments)
         except SchemaError as e:
@@ -160,17 +156,7 @@ class ToolRegistry:
                 OUTCOME_INVALID,
             )
         try:
-            if deadline is None:
-                data = await tool.handler(client, args)
-            else:
-                async with asyncio.timeout_at(deadline):
-                    data = await tool.handler(client, args)
-        except TimeoutError:
-            msg = f"{tool.name} took too long and was abandoned; try again, or ask for less at once"
-            return CallOutcome(
-                text_result(msg, is_error=True, structured={"code": "deadline_exceeded", "message": msg}),
-                OUTCOME_ERROR,
-            )
+            data = await tool.handler(client, args)
         except UpstreamError as e:
             return CallOutcome(text_result(e.message, is_error=True, structured=e.structured()), OUTCOME_ERROR,
                                upstream=e.upstream, upstream_code=e.code)

@@ -6,6 +6,7 @@ its error vocabulary. Network failures are turned into ``UpstreamError`` here, o
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import time
@@ -75,12 +76,15 @@ class UpstreamHTTP:
     """Requests to one upstream API on the shared session; knows nothing of credentials."""
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, upstream: str,
-                 limiter: ConcurrencyLimiter | None = None, key: Hashable = None) -> None:
+                 limiter: ConcurrencyLimiter | None = None, key: Hashable = None,
+                 deadline: float | None = None) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
         self.upstream = upstream
         self._limiter = limiter
         self._key = key
+        # The request's deadline (event-loop time): no call may outlast it, waiting for a slot included.
+        self._deadline = deadline
 
     async def request(
         self,
@@ -94,7 +98,8 @@ class UpstreamHTTP:
     ) -> UpstreamResponse:
         """Send one request (``url`` overrides base_url + path, for pagination links).
 
-        Raises UpstreamError(code="timeout" | "unreachable") when no HTTP answer arrives, and
+        Raises UpstreamError(code="timeout" | "unreachable") when no HTTP answer arrives,
+        UpstreamError(code="deadline_exceeded") when the request's deadline passes first, and
         UpstreamError(code="bad_response") for a ``url`` on another origin than base_url (a
         pagination link pointing elsewhere would otherwise receive the instance's credentials).
         Any HTTP answer, error statuses included, is returned for the service to interpret.
@@ -106,16 +111,30 @@ class UpstreamHTTP:
         clean_params = None
         if params:
             clean_params = {k: _param(v) for k, v in params.items() if v is not None}
+        # The session's own timeout bounds every call; a nearer deadline shortens it (no timer of our own).
+        timeout = None
+        deadline = self._deadline
+        if deadline is not None:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise self._past_deadline()
+            if left < self.session.timeout.total:  # type: ignore[operator]
+                timeout = aiohttp.ClientTimeout(total=left, connect=min(left, 10.0))
         limiter = self._limiter
         if limiter is not None:
-            await limiter.acquire(self._key)
+            try:
+                await limiter.acquire(self._key, deadline)
+            except TimeoutError:
+                raise self._past_deadline() from None
         try:
             async with self.session.request(method, target, headers=headers, params=clean_params,
-                                            json=json_body) as resp:
+                                            json=json_body, timeout=timeout) as resp:
                 body = await resp.read()
                 # resp.headers is already a read-only view that outlives the response.
                 return UpstreamResponse(resp.status, resp.headers, body)
         except TimeoutError:
+            if timeout is not None:
+                raise self._past_deadline() from None
             raise UpstreamError(
                 self.upstream,
                 f"{self.upstream} did not answer in time; try again shortly",
@@ -130,6 +149,10 @@ class UpstreamHTTP:
         finally:
             if limiter is not None:
                 limiter.release(self._key)
+
+    def _past_deadline(self) -> UpstreamError:
+        return UpstreamError(self.upstream, f"the {self.upstream} call ran past the request's time limit and was "
+                             "abandoned; try again, or ask for less at once", code="deadline_exceeded")
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

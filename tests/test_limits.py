@@ -82,3 +82,19 @@ def test_a_limit_of_zero_means_no_limit():
         assert limiter._active == {}
 
     asyncio.run(scenario())
+
+
+def test_a_waiter_past_its_deadline_gives_up_and_leaves_the_queue():
+    async def scenario() -> None:
+        limiter = ConcurrencyLimiter(1)
+        await limiter.acquire("a")
+        loop = asyncio.get_running_loop()
+        with pytest.raises(TimeoutError):
+            await limiter.acquire("a", loop.time() + 0.05)
+        assert limiter._waiters == {} and limiter.active("a") == 1
+        limiter.release("a")
+        assert limiter._active == {}
+        await limiter.acquire("a", loop.time() + 1)  # a free slot is taken at once, deadline or not
+        limiter.release("a")
+
+    asyncio.run(scenario())

@@ -48,7 +48,6 @@ def make_app(runtime: ApiRuntime) -> tornado.web.Application:
         default_handler_args={"inflight": runtime.inflight},
         log_function=request_logger(runtime.metrics),
         max_body_bytes=runtime.settings.max_body_bytes,
-        body_timeout_s=runtime.settings.body_timeout_s,
         connection_stats=runtime.connections,
     )
 
