@@ -62,6 +62,7 @@ async def _main(service: Service) -> int:
         await serve(make_app(runtime), host=settings.bind_host, port=runtime.port, inflight=runtime.inflight,
                     on_start=runtime.start, on_stop=runtime.stop,
                     shutdown_timeout_s=settings.shutdown_timeout_s, body_timeout_s=settings.body_timeout_s,
+                    idle_timeout_s=settings.idle_timeout_s,
                     max_connections=settings.max_connections, stats=runtime.connections)
     except PortInUse as e:
         log.error("%s cannot start: %s", service.name, e)

@@ -116,6 +116,8 @@ class Settings:
     trusted_proxies: TrustedProxies = TrustedProxies()
     # Seconds a client may take to send a request body once its headers are in; then the connection closes.
     body_timeout_s: float = 20.0
+    # Seconds a connection may wait for a request head (keep-alive idle, slow headers); longer than nginx's 60.
+    idle_timeout_s: float = 75.0
     # Open client connections per process; beyond it new ones are closed at once (0: derived from RLIMIT_NOFILE).
     max_connections: int = 0
     # Seconds a request may run in all (instance lookup, upstream calls); then it is answered 504.
@@ -186,6 +188,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         trusted_proxies=_trusted_proxies(env),
         body_timeout_s=_positive(env, "BODY_TIMEOUT", 20.0),
         max_connections=_int(env, "MAX_CONNECTIONS", 0),
+        idle_timeout_s=_positive(env, "IDLE_TIMEOUT", 75.0),
         request_timeout_s=_positive(env, "REQUEST_TIMEOUT", 60.0),
         usage_spool_dir=Path(env["USAGE_SPOOL_DIR"]) if env.get("USAGE_SPOOL_DIR") else root / ".data" / "usage-spool",
         environ=env,

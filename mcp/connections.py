@@ -15,9 +15,11 @@ What it adds to ``tornado.httpserver.HTTPServer``:
   (Content-Length with Transfer-Encoding, two lengths, a negative one, bad chunks) gets ``400``,
   each with the platform's JSON error body, where Tornado would close silently or send a bare
   status line.
-- **A body timeout without a timer per request**: a connection still receiving a request body
-  ``body_timeout_s`` after the body began is closed by a sweep that runs once a second (Tornado's
-  own ``body_timeout`` arms and cancels a timer on every request with a body).
+- **Timeouts without a timer per request**: a connection still receiving a request body
+  ``body_timeout_s`` after the body began, or waiting for a request head (idle keep-alive, slow
+  headers) ``idle_timeout_s`` after it began to, is closed by a sweep that runs once a second
+  (Tornado's own ``body_timeout`` and ``idle_connection_timeout`` arm and cancel a timer on every
+  request).
 - **Lingering close**: when the server closes a connection whose client may still be sending (an
   early error, a request cut short), it stops writing, then reads and discards for a bounded time
   before closing, so the client receives the answer instead of a reset.
@@ -154,12 +156,14 @@ class _ClientStream(tornado.iostream.IOStream):
         self._server = server
         self._refused = False
         self.started = False  # a request has begun to be read: before that the connection is idle
+        self.head_since = time.monotonic()  # when it began to wait for the current request head
         self.body_since: float | None = None  # when the current request's body began to be read
         self.body_timed_out = False
 
     def read_until_regex(self, regex: bytes, max_bytes: int | None = None) -> Any:  # type: ignore[override]
         # Tornado reads each request head with this call, and every body with the two below.
         self.started = True
+        self.head_since = time.monotonic()
         self.body_since = None
         return super().read_until_regex(regex, max_bytes)
 
@@ -211,10 +215,11 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
     lingering closes (see the module docstring). ``max_connections``: 0 for the default."""
 
     def initialize(self, *args: Any, max_connections: int = 0, body_timeout_s: float = 20.0,  # type: ignore[override]
-                   **kw: Any) -> None:
+                   idle_timeout_s: float = 60.0, **kw: Any) -> None:
         super().initialize(*args, **kw)
         self.max_connections = max_connections or default_max_connections()
         self.body_timeout_s = body_timeout_s
+        self.idle_timeout_s = idle_timeout_s
         self._sweeper: PeriodicCallback | None = None
         self.stats = ConnectionStats()
         self._streams: dict[_ClientStream, None] = {}  # open connections, oldest first
@@ -230,7 +235,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
             self._sockets[sock.fileno()] = sock
             self._watch(sock)
         if self._sweeper is None:
-            self._sweeper = PeriodicCallback(self._close_stalled_bodies, SWEEP_EVERY_S * 1000)
+            self._sweeper = PeriodicCallback(self._close_stalled, SWEEP_EVERY_S * 1000)
             self._sweeper.start()
 
     def stop(self) -> None:
@@ -245,11 +250,17 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
             self._sweeper = None
         await super().close_all_connections()
 
-    def _close_stalled_bodies(self) -> None:
+    def _close_stalled(self) -> None:
+        """Close connections whose client keeps the server waiting past a bound (once a second)."""
         now = time.monotonic()
+        body_limit, idle_limit = self.body_timeout_s, self.idle_timeout_s
         for stream in list(self._streams):
             since = stream.body_since
-            if since is not None and now - since >= self.body_timeout_s and stream.reading():
+            if since is None:
+                # Waiting for a request head, or serving one (then not reading: left alone).
+                if now - stream.head_since >= idle_limit and (stream.reading() or not stream.started):
+                    stream.close()
+            elif now - since >= body_limit and stream.reading():
                 stream.body_timed_out = True
                 self.stats.body_timeouts += 1
                 stream.close()

@@ -83,6 +83,7 @@ async def serve(
     stop_event: asyncio.Event | None = None,
     handle_signals: bool = True,
     body_timeout_s: float = 20.0,
+    idle_timeout_s: float = 75.0,
     max_connections: int = 0,
     stats: ConnectionStats | None = None,
 ) -> None:
@@ -90,7 +91,9 @@ async def serve(
 
     ``max_body_size`` is only the connection-level hard cap; handlers refuse bodies over the
     application's ``max_body_bytes`` with a JSON 413 before reading them. A body not complete
-    ``body_timeout_s`` after its headers closes the connection. ``max_connections`` caps open
+    ``body_timeout_s`` after its headers closes the connection, and so does waiting
+    ``idle_timeout_s`` for a request head (keep it longer than nginx keeps idle upstream connections,
+    60 s, so that nginx and not the service closes them). ``max_connections`` caps open
     connections (0: derived from the descriptor limit, see mcp.connections); ``stats`` receives the
     server's connection counters.
     """
@@ -98,7 +101,7 @@ async def serve(
     sockets = bind(port, host)
     # No xheaders: the client nginx names in X-Real-IP is read only where per-client limits need it
     # (mcp.forwarded.client_address); Tornado's xheaders costs a getaddrinfo() call on every request.
-    server = GuardedHTTPServer(app, max_body_size=max_body_size, idle_connection_timeout=60,
+    server = GuardedHTTPServer(app, max_body_size=max_body_size, idle_timeout_s=idle_timeout_s,
                                body_timeout_s=body_timeout_s, max_connections=max_connections)
     if stats is not None:
         server.stats = stats

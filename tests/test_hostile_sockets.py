@@ -173,3 +173,19 @@ def test_a_flood_past_the_descriptor_limit_leaves_health_answering_and_the_log_q
     warnings = [line for line in grown.splitlines() if "WARNING" in line or "ERROR" in line]
     assert len(warnings) <= 4, warnings[:10]
     assert "Traceback" not in grown
+
+
+def test_idle_and_slow_header_connections_are_closed_after_the_idle_timeout(spawn):
+    service = spawn("services.figma", "FIGMA_PORT", {"IDLE_TIMEOUT": "1.5"})
+    silent = connect(service.port)  # says nothing at all
+    slow = connect(service.port)
+    slow.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")  # and never ends its headers
+    kept = connect(service.port)
+    kept.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")  # one request, then keep-alive idle
+    started = time.monotonic()
+    answers = [read_answer(sock, timeout=15) for sock in (silent, slow, kept)]
+    assert answers[0] == b"" and answers[1] == b""
+    assert answers[2].startswith(b"HTTP/1.1 200 ")
+    assert time.monotonic() - started < 12  # closed by the server, not by read_answer's timeout
+    for sock in (silent, slow, kept):
+        sock.close()

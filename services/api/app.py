@@ -77,6 +77,7 @@ async def _main() -> int:
                     inflight=runtime.inflight, on_start=runtime.start, on_stop=runtime.stop,
                     shutdown_timeout_s=runtime.settings.shutdown_timeout_s,
                     body_timeout_s=runtime.settings.body_timeout_s,
+                    idle_timeout_s=runtime.settings.idle_timeout_s,
                     max_connections=runtime.settings.max_connections, stats=runtime.connections)
     except PortInUse as e:
         log.error("api cannot start: %s", e)
