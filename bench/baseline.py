@@ -2,8 +2,8 @@
 
 ``python -m bench.baseline --port N --upstream URL --token T``. ``POST /mcp/call`` with
 ``{"name", "arguments"}`` calls ``GET /v1/me`` on the upstream with the one configured token, using
-the platform's own session settings (``mcp.upstream.make_session``) and the same aiohttp calls as
-``mcp.upstream.UpstreamHTTP.request``, and answers the same CallToolResult shape. No instance
+the platform's own session settings (``mcp.server.upstream.make_session``) and the same aiohttp calls as
+``mcp.server.upstream.UpstreamHTTP.request``, and answers the same CallToolResult shape. No instance
 lookup, no decryption, no validation, no usage, no metrics, no access log: the practical ceiling
 of Tornado plus aiohttp on this machine.
 
@@ -23,7 +23,7 @@ import aiohttp
 import tornado.httpserver
 import tornado.web
 
-from mcp.upstream import make_session
+from mcp.server.upstream import make_session
 
 
 class Upstream:

@@ -13,7 +13,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from db.migrate import migrate
-from mcp.crypto import CredentialCipher
+from mcp.tenancy.credentials import CredentialCipher
 
 DB_NAME = "mcp_bench"
 BENCH_USER = "bench@example.com"

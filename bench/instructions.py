@@ -30,8 +30,8 @@ from pathlib import Path
 from bench import jsonrpc
 from bench.database import EmbeddedPostgres, seed_instances
 from bench.procs import clean_env, free_port, healthy, wait_until
-from mcp.config import PROJECT_ROOT
-from mcp.crypto import CredentialCipher, generate_key, parse_key
+from mcp.paths import PROJECT_ROOT
+from mcp.tenancy.credentials import CredentialCipher, generate_key, parse_key
 
 REST_BODY = json.dumps({"name": "get_me", "arguments": {}}, separators=(",", ":")).encode()
 MCP_BODY = json.dumps(jsonrpc.TOOL_CALL, separators=(",", ":")).encode()

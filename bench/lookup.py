@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mcp.crypto import CredentialCipher
-from mcp.db import Database
-from mcp.instances import InstanceResolver
+from mcp.tenancy.credentials import CredentialCipher
+from mcp.tenancy.database import Database
+from mcp.tenancy.instances import InstanceResolver
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from bench.cpu import CpuMeter, ProcessCpu
 from bench.loadspec import LoadResult, LoadSpec
 from bench.options import Options
 from bench.procs import Proc, pinned_command, rss_mb
-from mcp.config import PROJECT_ROOT
+from mcp.paths import PROJECT_ROOT
 
 
 def log(message: str) -> None:

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcp.config import PROJECT_ROOT
+from mcp.paths import PROJECT_ROOT
 
 DEFAULT_JSON = PROJECT_ROOT / ".cache" / "bench" / "bench.json"
 

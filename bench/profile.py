@@ -36,7 +36,7 @@ def start(pid: int, duration_s: float, output: Path, rate: int = 250) -> subproc
 
 
 def short_file(path: str) -> str:
-    """A frame's file without the virtualenv or checkout prefix: ``tornado/web.py``, ``mcp/instances.py``."""
+    """A frame's file without the virtualenv or checkout prefix: ``tornado/web.py``, ``mcp/tenancy/instances.py``."""
     for marker in ("/site-packages/", "/lib/python3.11/", "/lib/python3.12/", "/lib/python3.13/"):
         if marker in path:
             return path.split(marker, 1)[1]

@@ -43,8 +43,8 @@ from bench.procs import (
     pin,
     wait_until,
 )
-from mcp.config import PROJECT_ROOT
-from mcp.crypto import CredentialCipher, generate_key, parse_key
+from mcp.paths import PROJECT_ROOT
+from mcp.tenancy.credentials import CredentialCipher, generate_key, parse_key
 
 REST_BODY = json.dumps({"name": "get_me", "arguments": {}}, separators=(",", ":"))
 MCP_BODY = json.dumps(jsonrpc.TOOL_CALL, separators=(",", ":"))

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from mcp.config import PROJECT_ROOT
+from mcp.paths import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 

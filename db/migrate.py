@@ -26,9 +26,9 @@ from types import ModuleType
 import psycopg
 from psycopg.rows import dict_row
 
-from mcp.config import PROJECT_ROOT
-from mcp.db import resolve_database_url
+from mcp.paths import PROJECT_ROOT
 from mcp.service import ServiceConfig, ServiceConfigError
+from mcp.tenancy.database import resolve_database_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _LOCK_KEY = 0x6D6370  # "mcp": serialises concurrent migration runs
@@ -119,7 +119,7 @@ def check_procfile(services: list[DiscoveredService], procfile: Path) -> None:
         if not any(pattern.search(ln) for ln in lines):
             raise MigrationError(
                 f"{procfile.name}: service {svc.config.name!r} ({svc.directory.name}/) is not started by any "
-                f"line; add: mcp-{svc.config.name}: exec python -m mcp.supervise --name mcp-{svc.config.name} "
+                f"line; add: mcp-{svc.config.name}: exec python -m mcp.ops.supervise --name mcp-{svc.config.name} "
                 f"--port {svc.config.port} -- python -m {svc.module}")
 
 

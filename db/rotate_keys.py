@@ -17,8 +17,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from mcp.config import ConfigError, load_settings
-from mcp.crypto import CredentialCipher, DecryptionError
-from mcp.db import resolve_database_url
+from mcp.tenancy.credentials import CredentialCipher, DecryptionError
+from mcp.tenancy.database import resolve_database_url
 
 
 @dataclass

@@ -8,11 +8,17 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from mcp.crypto import CredentialCipher, CredentialKeyError, parse_key
-from mcp.forwarded import TrustedProxies
-from mcp.origins import LOCAL_HOSTS, OriginPolicy, local_origins, origin_of, parse_host_entry, parse_origin_entry
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from mcp.paths import PROJECT_ROOT
+from mcp.protocol.origins import (
+    LOCAL_HOSTS,
+    OriginPolicy,
+    local_origins,
+    origin_of,
+    parse_host_entry,
+    parse_origin_entry,
+)
+from mcp.server.forwarded import TrustedProxies
+from mcp.tenancy.credentials import CredentialCipher, CredentialKeyError, parse_key
 
 
 class ConfigError(ValueError):
@@ -107,7 +113,7 @@ class Settings:
     upstream_concurrency: int = 8
     unknown_id_limit_per_minute: float = 60.0
     log_level: str = "INFO"
-    # Who may talk to the MCP endpoint (see mcp/origins.py); PUBLIC_URL's origin and host are added.
+    # Who may talk to the MCP endpoint (see mcp/protocol/origins.py); PUBLIC_URL's origin and host are added.
     allowed_origins: tuple[str, ...] = local_origins()
     allowed_hosts: tuple[str, ...] = LOCAL_HOSTS
     # Tools per tools/list page on the MCP endpoint.

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mcp.tools import Tool
-    from mcp.upstream import UpstreamHTTP
+    from mcp.protocol.tools import Tool
+    from mcp.server.upstream import UpstreamHTTP
 
 PORT_MIN = 49160
 PORT_MAX = 49999

@@ -18,12 +18,12 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from db.migrate import migrate
-from mcp.app import make_app
 from mcp.config import load_settings
-from mcp.crypto import generate_key
-from mcp.runtime import ServiceRuntime
-from mcp.serve import serve
+from mcp.server.app import make_app
+from mcp.server.runtime import ServiceRuntime
+from mcp.server.serve import serve
 from mcp.service import Service
+from mcp.tenancy.credentials import generate_key
 from services.api.app import create_runtime
 from services.api.app import make_app as make_api_app
 from services.figma import SERVICE as FIGMA

@@ -7,7 +7,7 @@ import io
 import logging
 import re
 
-from mcp.accesslog import AccessLog
+from mcp.server.accesslog import AccessLog
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO mcp\.access: 200 POST /\{instance\}/mcp/call 1\.5ms$")
 

@@ -11,7 +11,7 @@ from tests.support import http
 
 INIT = '''
 from mcp.service import Service, ServiceConfig
-from mcp.tools import Tool
+from mcp.protocol.tools import Tool
 from .api import Client
 from .endpoints import ROUTES
 from .tools import TOOLS
@@ -31,7 +31,7 @@ class Client:
         return {"key_suffix": self.key[-4:]}
 '''
 TOOLS = '''
-from mcp.tools import Tool
+from mcp.protocol.tools import Tool
 
 async def whoami(client, args):
     return await client.whoami()
@@ -47,7 +47,7 @@ TOOLS = [
 ]
 '''
 ENDPOINTS = '''
-from mcp.handlers import InstanceHandler
+from mcp.server.endpoints import InstanceHandler
 
 class Ping(InstanceHandler):
     async def get(self, instance):
@@ -66,11 +66,11 @@ def test_a_new_service_folder_is_discovered_validated_and_served(tmp_path, datab
     pkg = tmp_path / "services" / "widgets"
     pkg.mkdir(parents=True)
     for name, text in {"__init__.py": INIT, "api.py": API, "tools.py": TOOLS, "endpoints.py": ENDPOINTS,
-                       "__main__.py": "from mcp.app import run\nfrom . import SERVICE\nrun(SERVICE)\n"}.items():
+                       "__main__.py": "from mcp.server.app import run\nfrom . import SERVICE\nrun(SERVICE)\n"}.items():
         (pkg / name).write_text(textwrap.dedent(text))
     (pkg / "service.sql").write_text(SQL)
     (tmp_path / "Procfile").write_text(
-        "mcp-widgets: exec python -m mcp.supervise --name mcp-widgets --port ${WIDGETS_PORT:-49555} "
+        "mcp-widgets: exec python -m mcp.ops.supervise --name mcp-widgets --port ${WIDGETS_PORT:-49555} "
         "-- python -m services.widgets\n")
 
     [found] = discover_services(tmp_path)

@@ -7,7 +7,7 @@ import uuid
 import psycopg
 import pytest
 
-from mcp.crypto import CredentialCipher, parse_key
+from mcp.tenancy.credentials import CredentialCipher, parse_key
 from tests.support import http, wait_for
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from db.rotate_keys import rotate
 from mcp.config import load_settings
-from mcp.crypto import CredentialCipher, CredentialKeyError, DecryptionError, key_id, parse_key
+from mcp.tenancy.credentials import CredentialCipher, CredentialKeyError, DecryptionError, key_id, parse_key
 from tests.support import ROOT, http
 
 FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "ciphertexts.json").read_text(encoding="utf-8"))
@@ -180,7 +180,7 @@ def test_keys_and_nonces_of_the_wrong_size_are_refused():
 # Nothing here may load a C library by hand: credential encryption is cryptography's, not a binding of ours.
 # The one exception is the supervisor's prctl(PR_SET_PDEATHSIG), which is libc and has no stdlib spelling.
 FFI_MODULES = {"ctypes", "cffi", "_ctypes"}
-ALLOWED_FFI = {"mcp/supervise.py"}
+ALLOWED_FFI = {"mcp/ops/supervise.py"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -12,7 +12,7 @@ import uuid
 import psycopg
 
 from db.migrate import migrate
-from mcp.crypto import CredentialCipher, parse_key
+from mcp.tenancy.credentials import CredentialCipher, parse_key
 from tests.support import ServiceProcess, base_env, free_port, http, wait_for
 
 

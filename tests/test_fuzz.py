@@ -581,7 +581,7 @@ def _regex(pattern: str, lo: int = 0, hi: int = 10_000) -> st.SearchStrategy[str
         return st.text(min_size=lo, max_size=min(hi, 40))
 
 
-# JSON Schema counts 3.0 as an integer, so 3.0 is a valid "integer" argument, and mcp/tools.py hands
+# JSON Schema counts 3.0 as an integer, so 3.0 is a valid "integer" argument, and mcp/protocol/tools.py hands
 # handlers 3 (test_integral_float_arguments_are_integers).
 INTEGRAL_FLOATS = True
 
@@ -785,8 +785,8 @@ RPC_METHODS = ["initialize", "ping", "tools/list", "tools/call", "tools/call", "
                "logging/setLevel", "Tools/List", ""]
 
 
-# Lone surrogates and deep nesting go into MCP messages too: mcp/jsonrpc.py parses with the same strict
-# rules as REST bodies (mcp/jsonparse.py; test_mcp_endpoint_refuses_what_rest_refuses).
+# Lone surrogates and deep nesting go into MCP messages too: mcp/protocol/jsonrpc.py parses with the same strict
+# rules as REST bodies (mcp/protocol/jsonparse.py; test_mcp_endpoint_refuses_what_rest_refuses).
 MCP_HOSTILE_STRINGS_AND_DEPTH = True
 
 
@@ -1243,17 +1243,17 @@ def test_api_malformed_http(api: ThreadServer, data: st.DataObject) -> None:
 def service_regressions(target: Target) -> list[Request]:
     i = target.instance.encode()
     common = [
-        # mcp/web.py: "²".isdigit() is True but int("²") raises; int() refuses 5000 digits.
+        # mcp/server/base.py: "²".isdigit() is True but int("²") raises; int() refuses 5000 digits.
         Request(b"POST", b"/%s/mcp/call" % i, [(b"Content-Length", b"\xb2")], framing="none"),
         Request(b"POST", b"/%s/mcp/call" % i, [(b"Content-Length", b"1" * 5000)], framing="none"),
-        # mcp/web.py: json.loads' ValueError for a 5000-digit number has no .msg.
+        # mcp/server/base.py: json.loads' ValueError for a 5000-digit number has no .msg.
         Request(b"POST", b"/%s/mcp/call" % i, body=b'{"name":"get_me","arguments":{"x":' + b"1" * 5000 + b"}}"),
-        # mcp/web.py: NaN/Infinity and lone surrogates went through, and came back as a body that is not JSON
+        # mcp/server/base.py: NaN/Infinity and lone surrogates went through, and came back as a body that is not JSON
         # (NaN) or could not be encoded at all (a 500).
         Request(b"POST", b"/%s/mcp/call" % i, body=place(b"NaN", "upstream", target.name)),
         Request(b"POST", b"/%s/mcp/call" % i, body=place(b"1e999", "upstream", target.name)),
         Request(b"POST", b"/%s/mcp/call" % i, body=place(b'"\\ud800"', "upstream", target.name)),
-        # mcp/web.py: nesting just under json.loads' limit got through, and json.dumps failed down the
+        # mcp/server/base.py: nesting just under json.loads' limit got through, and json.dumps failed down the
         # tool call (figma: an internal error); bodies deeper than MAX_JSON_DEPTH are now refused.
         Request(b"POST", b"/%s/mcp/call" % i, body=place(_nested(978).text, "upstream", target.name)),
     ]
@@ -1275,7 +1275,7 @@ def test_what_the_fuzzing_found_on_services(target: Target) -> None:
 
 API_REGRESSIONS = [
     # services/api/handlers.py: NUL in a user or service name reached PostgreSQL (a 500); so did a lone
-    # surrogate (mcp/web.py now refuses those); an expiry in year 10000 UTC could be stored, not read back.
+    # surrogate (mcp/server/base.py now refuses those); an expiry in year 10000 UTC could be stored, not read back.
     {"service": "figma", "user": "a\x00@b.cc", "credentials": {"api_key": "k"}},
     {"service": "fig\x00ma", "user": "a@b.cc", "credentials": {"api_key": "k"}},
     {"service": "figma", "user": "\ud800@b.cc", "credentials": {"api_key": "k"}},

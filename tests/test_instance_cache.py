@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mcp.crypto import CredentialCipher, parse_key
-from mcp.db import Database
 from mcp.errors import Unavailable
-from mcp.instances import InstanceResolver
+from mcp.tenancy.credentials import CredentialCipher, parse_key
+from mcp.tenancy.database import Database
+from mcp.tenancy.instances import InstanceResolver
 
 TTL = 100.0
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from db.migrate import migrate
-from mcp.crypto import CredentialCipher, parse_key
+from mcp.tenancy.credentials import CredentialCipher, parse_key
 from tests.support import ROOT, ServiceProcess, base_env, free_port, http, wait_for
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from mcp.limits import ConcurrencyLimiter
+from mcp.server.limits import ConcurrencyLimiter
 
 
 async def hold(limiter: ConcurrencyLimiter, key: str, log: list[str], name: str, gate: asyncio.Event) -> None:

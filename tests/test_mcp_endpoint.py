@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from mcp.config import ConfigError, load_settings
-from mcp.protocol import MAX_BATCH, SUPPORTED_VERSIONS
+from mcp.protocol.methods import MAX_BATCH, SUPPORTED_VERSIONS
 from services.figma import SERVICE as FIGMA
 from tests.conftest import start_service
 from tests.simulators.figma import user_for

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp.nginx import (
+from mcp.ops.nginx import (
     CatalogError,
     NginxOptions,
     Route,

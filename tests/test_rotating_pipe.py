@@ -1,4 +1,4 @@
-"""python -m mcp.rotating_pipe, which gives honcho's console (logs/honcho.log) the per-process logs' rotation."""
+"""python -m mcp.ops.rotating_pipe, which gives honcho's console (logs/honcho.log) the per-process logs' rotation."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d ")
 
 def pipe(path, env_extra, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERVISOR_")}
-    return subprocess.Popen([sys.executable, "-m", "mcp.rotating_pipe", str(path), *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "mcp.ops.rotating_pipe", str(path), *args], cwd=ROOT,
                             env={**env, **env_extra}, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mcp.schema import SchemaError, compile_schema
+from mcp.protocol.schema import SchemaError, compile_schema
 
 SCHEMA = {
     "type": "object",

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp.scrub import scrub_path
+from mcp.server.scrub import scrub_path
 from tests.conftest import ADMIN_TOKEN, ApiClient
 from tests.support import http
 

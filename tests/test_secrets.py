@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from db.rotate_keys import rotate
-from mcp.crypto import CredentialCipher, DecryptionError, generate_key, key_id, parse_key
+from mcp.tenancy.credentials import CredentialCipher, DecryptionError, generate_key, key_id, parse_key
 from tests.support import ROOT, http, wait_for
 
 

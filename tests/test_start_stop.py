@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp.ops import honcho_pids, port_free, project_processes
+from mcp.ops.commands import honcho_pids, port_free, project_processes
 from tests.support import ROOT, free_port, http, wait_for
 
 NAMES = ("main-api", "mcp-figma", "mcp-github", "mcp-slack")
@@ -80,7 +80,7 @@ class Checkout:
         names = []
         for cmdline in self.processes().values():
             argv = cmdline.split(b"\0")
-            if b"mcp.supervise" in argv:
+            if b"mcp.ops.supervise" in argv:
                 names.append(argv[argv.index(b"--name") + 1].decode())
         return sorted(names)
 
@@ -141,7 +141,7 @@ def test_two_concurrent_starts_make_one_formation_and_the_second_says_why(checko
     [honcho] = honcho_pids(checkout.root)
     assert (checkout.root / ".run" / "honcho.pid").read_text().strip() == str(honcho)
     # honcho's console goes through the rotating pipe, which is part of the formation until honcho exits
-    pipes = [cmd for cmd in checkout.processes().values() if b"mcp.rotating_pipe" in cmd]
+    pipes = [cmd for cmd in checkout.processes().values() if b"mcp.ops.rotating_pipe" in cmd]
     assert len(pipes) == 1
     logs = checkout.root / "logs"
     wait_for(lambda: (logs / "honcho.log.1").exists(), 10, what="logs/honcho.log to be rotated")

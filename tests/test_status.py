@@ -1,4 +1,4 @@
-"""mcp.status (scripts/status) and GET /api/services/status, over real supervisors and real /proc."""
+"""mcp.formation.status (scripts/status) and GET /api/services/status, over real supervisors and real /proc."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp.status import ProcReader, all_ok, build_rows, format_table, gather_rows, human_bytes, human_duration
+from mcp.formation.status import ProcReader, all_ok, build_rows, format_table, gather_rows, human_bytes, human_duration
 from tests.support import ROOT, free_port, http, wait_for
 
 TOY = ROOT / "tests" / "fixtures" / "toy_service.py"
@@ -23,14 +23,14 @@ FAST = ["--min-uptime", "2", "--health-timeout", "10", "--health-interval", "1",
 
 @pytest.fixture
 def supervisors(tmp_path):
-    """Start ``python -m mcp.supervise`` around a toy, publishing into tmp_path/.run; all stopped afterwards."""
+    """Start ``python -m mcp.ops.supervise`` around a toy, publishing into tmp_path/.run; all stopped afterwards."""
     procs = []
     run_dir = tmp_path / ".run"  # where the API of the env fixture (MCP_PROJECT_ROOT=tmp_path) looks
 
     def start(name, toy_args=(), port=None, command=None):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERVISOR_")}
         options = ["--port", str(port)] if port else []
-        cmd = [sys.executable, "-m", "mcp.supervise", "--name", name, "--run-dir", str(run_dir),
+        cmd = [sys.executable, "-m", "mcp.ops.supervise", "--name", name, "--run-dir", str(run_dir),
                "--log-dir", str(tmp_path / "logs"), *FAST, *options, "--",
                *(command or [sys.executable, str(TOY), *map(str, toy_args)])]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp.systemd import main
+from mcp.ops.systemd import main
 from tests.support import ROOT
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import psycopg
 
-from mcp.db import Database
-from mcp.usage import UsageRecorder
+from mcp.tenancy.database import Database
+from mcp.tenancy.usage import UsageRecorder
 
 
 def instance_ids(admin, n: int) -> list[uuid.UUID]:

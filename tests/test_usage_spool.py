@@ -17,9 +17,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from mcp.db import Database
-from mcp.usage import UsageRecorder
-from mcp.usage_spool import UsageSpool
+from mcp.tenancy.database import Database
+from mcp.tenancy.usage import UsageRecorder
+from mcp.tenancy.usage_spool import UsageSpool
 from tests.support import ROOT, http, wait_for
 
 
@@ -213,8 +213,8 @@ def test_a_full_spool_drops_new_records_loudly_and_drained_files_rotate(admin, d
 _FULL_DISK = textwrap.dedent("""
     import asyncio, json, resource, sys, uuid
     from pathlib import Path
-    from mcp.db import Database
-    from mcp.usage import UsageRecorder
+    from mcp.tenancy.database import Database
+    from mcp.tenancy.usage import UsageRecorder
 
     async def main():
         db = Database(sys.argv[1], Path("/nonexistent"), max_size=1)

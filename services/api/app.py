@@ -9,9 +9,9 @@ import sys
 import tornado.web
 
 from mcp.config import ConfigError, load_settings
-from mcp.db import Database
-from mcp.serve import EXIT_CONFIG, EXIT_PORT_IN_USE, PortInUse, configure_logging, serve
-from mcp.web import MetricsHandler, NotFoundHandler, request_logger
+from mcp.server.base import MetricsHandler, NotFoundHandler, request_logger
+from mcp.server.serve import EXIT_CONFIG, EXIT_PORT_IN_USE, PortInUse, configure_logging, serve
+from mcp.tenancy.database import Database
 from services.api import API_PORT
 from services.api.handlers import (
     ApiRuntime,

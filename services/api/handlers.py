@@ -14,15 +14,15 @@ from typing import Any
 import aiohttp
 
 from mcp.config import Settings
-from mcp.connections import ConnectionStats
-from mcp.crypto import CredentialCipher
-from mcp.db import Database
 from mcp.errors import BadRequest, NotFound, Unauthorized
-from mcp.instances import parse_instance_id
-from mcp.metrics import Metrics
+from mcp.server.base import BaseHandler, InFlight
+from mcp.server.connections import ConnectionStats
+from mcp.server.metrics import Metrics
+from mcp.server.upstream import make_session
 from mcp.service import validate_credentials
-from mcp.upstream import make_session
-from mcp.web import BaseHandler, InFlight
+from mcp.tenancy.credentials import CredentialCipher
+from mcp.tenancy.database import Database
+from mcp.tenancy.instances import parse_instance_id
 from services.api import API_NAME, API_PORT, API_VERSION, store
 
 # No control characters (PostgreSQL text cannot hold NUL) and no lone surrogates (not UTF-8).

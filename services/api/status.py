@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 
 from mcp.errors import Unavailable
-from mcp.status import Prober, all_ok, gather_rows
+from mcp.formation.status import Prober, all_ok, gather_rows
 from services.api import store
 from services.api.handlers import ApiHandler, probe
 

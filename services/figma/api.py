@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mcp.errors import UpstreamError
-from mcp.upstream import UpstreamHTTP, UpstreamResponse, parse_retry_after
+from mcp.server.upstream import UpstreamHTTP, UpstreamResponse, parse_retry_after
 
 UPSTREAM = "figma"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from mcp.errors import BadRequest
-from mcp.handlers import InstanceHandler
+from mcp.server.endpoints import InstanceHandler
 
 _FILE_KEY = re.compile(r"[A-Za-z0-9]{1,64}")  # fullmatch: "$" would also match before a final "\n"
 # ASCII digits: str.isdigit() also accepts "²", which int() refuses (a 500 before).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcp.tools import Tool
+from mcp.protocol.tools import Tool
 from services.figma.api import FigmaClient
 
 FILE_KEY = {"type": "string", "pattern": r"^[A-Za-z0-9]{1,64}$",

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from mcp.errors import UpstreamError
-from mcp.upstream import UpstreamHTTP, UpstreamResponse, parse_retry_after
+from mcp.server.upstream import UpstreamHTTP, UpstreamResponse, parse_retry_after
 
 UPSTREAM = "github"
 API_VERSION = "2022-11-28"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from mcp.errors import BadRequest
-from mcp.handlers import InstanceHandler
+from mcp.server.endpoints import InstanceHandler
 
 # fullmatch, not match: "$" would also match before a final "\n" (a path segment "%0A").
 _OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")

@@ -7,7 +7,7 @@ import binascii
 from typing import Any
 
 from mcp.errors import ToolError
-from mcp.tools import Tool
+from mcp.protocol.tools import Tool
 from services.github.api import GitHubClient
 
 # GitHub logins: letters, digits and hyphens; '_' appears in Enterprise Managed User handles.

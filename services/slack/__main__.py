@@ -1,4 +1,4 @@
-from mcp.app import run
+from mcp.server.app import run
 from services.slack import SERVICE
 
 run(SERVICE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from mcp.errors import BadRequest, UpstreamError
-from mcp.handlers import InstanceHandler
+from mcp.server.endpoints import InstanceHandler
 from services.slack.tools import DEFAULT_TYPES, channel_summary
 
 _CURSOR = re.compile(r"[A-Za-z0-9+/=_-]{1,1000}")

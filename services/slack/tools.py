@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mcp.errors import UpstreamError
-from mcp.tools import Tool
+from mcp.protocol.tools import Tool
 from services.slack.api import UPSTREAM, SlackClient, next_cursor
 
 CHANNEL_TYPES = ("public_channel", "private_channel", "mpim", "im")

@@ -2,7 +2,7 @@
 
 Usage (one line per Procfile entry)::
 
-    python -m mcp.supervise --name mcp-figma --port 49280 -- python -m services.figma
+    python -m mcp.ops.supervise --name mcp-figma --port 49280 -- python -m services.figma
 
 The child runs in its own process group, tied to the supervisor with PR_SET_PDEATHSIG so it never
 outlives it. Its stdout/stderr lines are echoed (honcho shows them) and appended, timestamped, to
@@ -25,14 +25,12 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import re
 import shlex
 import signal
 import sys
-import tempfile
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -41,11 +39,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mcp.formation.health import http_get_ok
+from mcp.formation.state import StateFile, process_start_ticks, state_dir
+from mcp.paths import PROJECT_ROOT
+
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-# Mirrors mcp.serve.EXIT_PORT_IN_USE; not imported so the supervisor does not load Tornado or service code.
+# Mirrors mcp.server.serve.EXIT_PORT_IN_USE; not imported so the supervisor does not load Tornado or service code.
 EXIT_PORT_IN_USE = 98
 EXIT_OK = 0
 EXIT_ERRORED = 1
@@ -225,9 +226,9 @@ def _require(ok: bool, message: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     """Options only: the command after '--' is split off before argparse sees it."""
     parser = argparse.ArgumentParser(
-        prog="python -m mcp.supervise",
+        prog="python -m mcp.ops.supervise",
         description="Run a command, restart it when it crashes, health-check it and log its output.",
-        epilog="Usage: python -m mcp.supervise --name NAME [options] -- COMMAND [ARGS...]",
+        epilog="Usage: python -m mcp.ops.supervise --name NAME [options] -- COMMAND [ARGS...]",
         allow_abbrev=False,
     )
     for opt in _OPTIONS:
@@ -366,97 +367,6 @@ class LogFileHandler(logging.Handler):
 # State files
 
 
-def state_dir(run_dir: Path) -> Path:
-    """Where supervisors publish ``<name>.json``."""
-    return Path(run_dir) / "state"
-
-
-class StateFile:
-    """Publish a JSON document so readers only ever see a complete old or complete new version."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, data: Mapping[str, Any]) -> None:
-        """Write to a temporary file in the same directory, then rename it over the old one.
-
-        The directory is created again if it was removed (an operator's ``rm -rf .run``).
-        """
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=".tmp")
-        except FileNotFoundError:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, 0o644)  # mkstemp makes it private; status tools may run as another user
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=2, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-
-def read_states(run_dir: Path | str) -> list[dict[str, Any]]:
-    """Every supervisor's published state, by name; those whose supervisor died are shown as stale/stopped."""
-    states = []
-    for path in sorted(state_dir(Path(run_dir)).glob("*.json")):
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(state, dict):
-            continue
-        state["stale"] = False
-        if state.get("status") != "stopped" and not supervisor_alive(state):
-            state.update(stale=True, status="stopped", child_pid=None, health="unknown")
-        states.append(state)
-    return states
-
-
-def supervisor_alive(state: Mapping[str, Any]) -> bool:
-    """Whether the process that wrote ``state`` still runs (and is not a later process reusing its pid)."""
-    pid = state.get("pid")
-    if not isinstance(pid, int) or not pid_alive(pid):
-        return False
-    recorded = state.get("pid_start_ticks")
-    current = process_start_ticks(pid)
-    return recorded is None or current is None or recorded == current
-
-
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie waiting to be reaped."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = _proc_stat(pid)
-    return stat is None or stat[0] not in ("Z", "X")
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), which tells a reused pid apart."""
-    stat = _proc_stat(pid)
-    try:
-        return int(stat[19]) if stat else None
-    except (IndexError, ValueError):
-        return None
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat from the state field on (the command name may contain spaces)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rfind(")") + 2:].split()
-
-
 # --------------------------------------------------------------------------------------------------
 # Ports and health
 
@@ -520,31 +430,6 @@ async def port_in_use(port: int, timeout: float = 0.5) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
-
-
-async def http_get_ok(url: str, timeout: float) -> bool:
-    """GET ``url`` with a raw HTTP/1.1 request; True only for status 200 within ``timeout``."""
-    parts = urllib.parse.urlsplit(url)
-    secure = parts.scheme == "https"
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    request = (f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUser-Agent: mcp-supervise\r\n"
-               "Connection: close\r\n\r\n").encode("latin-1")
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(parts.hostname, parts.port or (443 if secure else 80),
-                                                           ssl=True if secure else None)
-            try:
-                writer.write(request)
-                await writer.drain()
-                status_line = await reader.readline()
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-    except (OSError, ValueError, UnicodeError):  # includes TimeoutError and ssl errors
-        return False
-    fields = status_line.split()
-    return len(fields) >= 2 and fields[0].startswith(b"HTTP/") and fields[1] == b"200"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1026,7 +911,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         config = SupervisorConfig.from_argv(argv, os.environ)
     except ConfigError as e:
-        print(f"python -m mcp.supervise: error: {e}", file=sys.stderr)
+        print(f"python -m mcp.ops.supervise: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except SystemExit as e:  # argparse: --help or a usage error
         return e.code if isinstance(e.code, int) else EXIT_USAGE

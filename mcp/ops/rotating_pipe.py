@@ -1,8 +1,8 @@
 """Copy standard input, line by line, into a size-capped log file with rotated backups.
 
-``honcho start > >(python -m mcp.rotating_pipe logs/honcho.log) 2>&1`` (scripts/start-all-services):
+``honcho start > >(python -m mcp.ops.rotating_pipe logs/honcho.log) 2>&1`` (scripts/start-all-services):
 honcho's console gets the same treatment as each process's own logs, because this is the supervisor's
-rotation (``mcp.supervise.LogFile``): timestamped lines, rotated at SUPERVISOR_LOG_MAX_BYTES with
+rotation (``mcp.ops.supervise.LogFile``): timestamped lines, rotated at SUPERVISOR_LOG_MAX_BYTES with
 SUPERVISOR_LOG_BACKUPS old files (``--max-bytes`` and ``--backups`` override them).
 
 It exits when its input ends, which is when the writer has exited. SIGINT, SIGHUP and SIGTERM are
@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mcp.supervise import MAX_LINE_BYTES, ConfigError, LogFile, log_rotation
+from mcp.ops.supervise import MAX_LINE_BYTES, ConfigError, LogFile, log_rotation
 
 READ_SIZE = 65536
 
@@ -54,7 +54,7 @@ def _write(lines: list[bytes], logfile: LogFile) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mcp.rotating_pipe",
+    parser = argparse.ArgumentParser(prog="python -m mcp.ops.rotating_pipe",
                                      description="Append standard input to a log file with size-based rotation.")
     parser.add_argument("path", type=Path, help="the log file, e.g. logs/honcho.log")
     parser.add_argument("--max-bytes", type=int, help="rotate at this size (default SUPERVISOR_LOG_MAX_BYTES)")
@@ -63,12 +63,12 @@ def main(argv: Sequence[str]) -> int:
     try:
         max_bytes, backups = log_rotation(os.environ)
     except ConfigError as e:
-        print(f"python -m mcp.rotating_pipe: error: {e}", file=sys.stderr)
+        print(f"python -m mcp.ops.rotating_pipe: error: {e}", file=sys.stderr)
         return 2
     max_bytes = args.max_bytes if args.max_bytes is not None else max_bytes
     backups = args.backups if args.backups is not None else backups
     if max_bytes < 1 or backups < 0:
-        print("python -m mcp.rotating_pipe: error: --max-bytes must be positive and --backups not negative",
+        print("python -m mcp.ops.rotating_pipe: error: --max-bytes must be positive and --backups not negative",
               file=sys.stderr)
         return 2
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
@@ -79,7 +79,7 @@ def main(argv: Sequence[str]) -> int:
     finally:
         logfile.close()
     if lost:
-        print(f"python -m mcp.rotating_pipe: {lost} lines could not be written to {args.path}", file=sys.stderr)
+        print(f"python -m mcp.ops.rotating_pipe: {lost} lines could not be written to {args.path}", file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,6 @@
 """JSON-RPC 2.0 as MCP uses it: decoding a body, telling messages apart, shaping responses.
 
-Knows nothing of MCP methods or HTTP; ``mcp.protocol`` builds on it. Errors are raised as the
+Knows nothing of MCP methods or HTTP; ``mcp.protocol.methods`` builds on it. Errors are raised as the
 ``RpcError`` subclasses of ``mcp.errors``.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from mcp.errors import InvalidParams, InvalidRequest, ParseError, RpcError
-from mcp.jsonparse import JsonInputError, parse_json
+from mcp.protocol.jsonparse import JsonInputError, parse_json
 
 RequestId = str | int
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mcp.crypto import CredentialCipher, DecryptionError
-from mcp.db import Database
 from mcp.errors import BadRequest, Forbidden, NotFound, PlatformError, Unavailable
 from mcp.tasks import cancel_and_wait
+from mcp.tenancy.credentials import CredentialCipher, DecryptionError
+from mcp.tenancy.database import Database
 
 log = logging.getLogger(__name__)
 

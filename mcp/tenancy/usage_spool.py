@@ -2,7 +2,7 @@
 
 A plain ``write`` puts the line in the kernel's page cache, which outlives the process, SIGKILL included
 (only a machine crash can lose it: there is no fsync, to keep the request path at one system call). The
-flusher (mcp/usage.py) reads the files and writes their records to PostgreSQL.
+flusher (mcp/tenancy/usage.py) reads the files and writes their records to PostgreSQL.
 
 Files: ``<dir>/<service>-<pid>-<random>.spool``, mode 0600 in a 0700 directory, because they hold instance
 ids. One line per record, tab-separated: key, instance id (32 hex digits), service, tool, outcome, latency

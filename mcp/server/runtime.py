@@ -10,17 +10,17 @@ from typing import Any
 import aiohttp
 
 from mcp.config import Settings
-from mcp.connections import ConnectionStats
-from mcp.db import Database
-from mcp.instances import Instance, InstanceResolver
-from mcp.invalidation import InvalidationListener
-from mcp.limits import ConcurrencyLimiter, RateLimiter
-from mcp.metrics import Metrics
+from mcp.protocol.tools import ToolRegistry
+from mcp.server.base import InFlight
+from mcp.server.connections import ConnectionStats
+from mcp.server.limits import ConcurrencyLimiter, RateLimiter
+from mcp.server.metrics import Metrics
+from mcp.server.upstream import UpstreamHTTP, make_session
 from mcp.service import Service
-from mcp.tools import ToolRegistry
-from mcp.upstream import UpstreamHTTP, make_session
-from mcp.usage import UsageRecorder
-from mcp.web import InFlight
+from mcp.tenancy.database import Database
+from mcp.tenancy.instances import Instance, InstanceResolver
+from mcp.tenancy.invalidation import InvalidationListener
+from mcp.tenancy.usage import UsageRecorder
 
 
 @dataclass

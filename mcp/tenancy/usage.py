@@ -1,6 +1,6 @@
 """Usage recording: every call becomes a row in ``usage``, written in batches off the request path.
 
-``record`` appends the call to this process's spool file (mcp/usage_spool.py) before the answer goes out,
+``record`` appends the call to this process's spool file (mcp/tenancy/usage_spool.py) before the answer goes out,
 so an answered call is counted even if the process is then killed; a background task writes the spool to
 PostgreSQL every ``interval_s`` and, at start and every few seconds, adopts the spool files that dead
 processes of the same service left behind. Every record carries a unique key and the insert skips keys
@@ -24,10 +24,10 @@ import uuid
 from collections import deque
 from pathlib import Path
 
-from mcp.db import Database
 from mcp.errors import Unavailable
 from mcp.tasks import cancel_and_wait
-from mcp.usage_spool import Row, Segment, UsageSpool
+from mcp.tenancy.database import Database
+from mcp.tenancy.usage_spool import Row, Segment, UsageSpool
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class UsageRecorder:
             if self._spooled >= self.max_buffer:
                 self._drop(1, "usage spool full")
                 return
-            # The line format is mcp/usage_spool.py's _LINE.
+            # The line format is mcp/tenancy/usage_spool.py's _LINE.
             if spool.append(f"{key}\t{iid}\t{service}\t{tool}\t{outcome}\t{latency_us}\t{at_us}\n".encode()):
                 self._spooled += 1
                 return

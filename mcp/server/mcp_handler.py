@@ -4,7 +4,7 @@ The handler is thin. Before the instance is looked up it refuses what no MCP req
 Host or Origin off the allow-list (421 / 403, the DNS-rebinding defence), any method but POST (405:
 there is no server-initiated stream to GET and no session to DELETE), an Accept without JSON (406),
 a body not sent as JSON (415). Then ``InstanceHandler.prepare`` resolves the instance as for every
-endpoint, and ``mcp.protocol`` answers the JSON-RPC. Every error, including instance resolution's,
+endpoint, and ``mcp.protocol.methods`` answers the JSON-RPC. Every error, including instance resolution's,
 is a JSON-RPC error body with the HTTP status chosen in ``mcp.errors``.
 
 Sessions: none. No ``Mcp-Session-Id`` is issued (one sent is ignored), so any process of a service
@@ -31,15 +31,15 @@ from mcp.errors import (
     RateLimited,
     UnsupportedMediaType,
 )
-from mcp.handlers import InstanceHandler, call_tool
-from mcp.media import accepts_json, is_json
-from mcp.protocol import McpServer, handle_post
-from mcp.tools import Tool
-from mcp.web import dumps
+from mcp.protocol.media import accepts_json, is_json
+from mcp.protocol.methods import McpServer, handle_post
+from mcp.protocol.tools import Tool
+from mcp.server.base import dumps
+from mcp.server.endpoints import InstanceHandler, call_tool
 
 
 class _HeaderLists(Mapping[str, list[str]]):
-    """Tornado's request headers as ``mcp.protocol`` reads them: a name's every value, on demand."""
+    """Tornado's request headers as ``mcp.protocol.methods`` reads them: a name's every value, on demand."""
 
     def __init__(self, headers: HTTPHeaders) -> None:
         self._headers = headers
@@ -50,7 +50,7 @@ class _HeaderLists(Mapping[str, list[str]]):
             raise KeyError(name)
         return values
 
-    def get(self, name: str, default: Any = None) -> Any:  # the only read mcp.protocol makes
+    def get(self, name: str, default: Any = None) -> Any:  # the only read mcp.protocol.methods makes
         return self._headers.get_list(name) or default
 
     def __iter__(self) -> Iterator[str]:

@@ -1,6 +1,6 @@
 """Generate the nginx configuration that puts every active catalog service and the main API behind one server.
 
-``python -m mcp.nginx`` (``scripts/nginx-conf``) reads ``SELECT name, port FROM mcp_table WHERE active``
+``python -m mcp.ops.nginx`` (``scripts/nginx-conf``) reads ``SELECT name, port FROM mcp_table WHERE active``
 and prints an http-context file for ``/etc/nginx/conf.d/``:
 
 - ``/<service>/...`` goes to ``127.0.0.1:<port>/...`` with the prefix stripped, through an ``upstream``
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcp.config import ConfigError, Settings, load_settings
-from mcp.db import resolve_database_url
-from mcp.forwarded import TrustedProxies
-from mcp.ops import ensure_env, read_env_file
+from mcp.ops.commands import ensure_env, read_env_file
+from mcp.server.forwarded import TrustedProxies
+from mcp.tenancy.database import resolve_database_url
 from services.api import API_PORT
 
 DEFAULT_ACCESS_LOG = "/var/log/nginx/mcp-platform.access.log"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from mcp.errors import BadRequest, NotFound, ToolError, UpstreamError
-from mcp.schema import Check, SchemaError, compile_schema
+from mcp.protocol.schema import Check, SchemaError, compile_schema
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from mcp.instances import InstanceResolver
 from mcp.tasks import cancel_and_wait
+from mcp.tenancy.instances import InstanceResolver
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mcp.config import PROJECT_ROOT
-from mcp.crypto import generate_key
+from mcp.paths import PROJECT_ROOT
+from mcp.tenancy.credentials import generate_key
 
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 _MODULE = re.compile(r"-m\s+(services\.[A-Za-z0-9_]+)")

@@ -50,7 +50,7 @@ def parse_key(text: str, name: str = "CREDENTIALS_KEY") -> bytes:
         raise CredentialKeyError(f"{name} is not valid URL-safe base64") from None
     if len(raw) != KEY_BYTES:
         raise CredentialKeyError(f"{name} must decode to 32 bytes (got {len(raw)}); generate one with "
-                        "python -c 'import mcp.crypto as c; print(c.generate_key())'")
+                        "python -c 'import mcp.tenancy.credentials as c; print(c.generate_key())'")
     return raw
 
 

@@ -1,7 +1,7 @@
 """What every supervised process is doing now: status, health, restarts, uptime, CPU, memory, port.
 
-``python -m mcp.status`` (``scripts/status``) prints a table like ``pm2 status``, or ``--json``. The
-rows come from the supervisors' state files (``mcp.supervise.read_states``) plus, for each running
+``python -m mcp.formation.status`` (``scripts/status``) prints a table like ``pm2 status``, or ``--json``. The
+rows come from the supervisors' state files (``mcp.ops.supervise.read_states``) plus, for each running
 child, figures read from /proc for the child's whole process group (the supervisor starts each child
 in its own session, so the group also holds what the child started: under Procfile.dev that is the
 service itself, below watchfiles):
@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcp.config import PROJECT_ROOT
-from mcp.supervise import http_get_ok, read_states
+from mcp.formation.health import http_get_ok
+from mcp.formation.state import read_states
+from mcp.paths import PROJECT_ROOT
 
 Prober = Callable[[str, float], Awaitable[bool]]
 

@@ -18,7 +18,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from mcp.errors import UpstreamError
-from mcp.limits import ConcurrencyLimiter
+from mcp.server.limits import ConcurrencyLimiter
 
 USER_AGENT = "mcp-platform/0.1 (+https://github.com/)"
 

@@ -5,7 +5,7 @@ Every request writes a line, so the line is built directly (about 1 µs) rather 
 together at most ``flush_interval_s`` later or every ``max_lines`` lines. Lines of 5xx answers go
 through ``logging`` at ERROR at once, as they did before. A process that is killed outright loses
 at most the last interval's lines; a normal exit writes them (at interpreter exit). Paths and methods
-go through ``mcp.scrub`` here too, whatever the caller did: no instance id is ever written.
+go through ``mcp.server.scrub`` here too, whatever the caller did: no instance id is ever written.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 import weakref
 from typing import TextIO
 
-from mcp.scrub import scrub_method, scrub_path
+from mcp.server.scrub import scrub_method, scrub_path
 
 LOGGER = "mcp.access"
 

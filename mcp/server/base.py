@@ -13,11 +13,11 @@ from typing import Any
 import tornado.iostream
 import tornado.web
 
-from mcp.accesslog import AccessLog
 from mcp.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, PlatformError
-from mcp.jsonparse import JsonInputError, parse_json
-from mcp.metrics import Metrics
-from mcp.scrub import scrub_method, scrub_path
+from mcp.protocol.jsonparse import JsonInputError, parse_json
+from mcp.server.accesslog import AccessLog
+from mcp.server.metrics import Metrics
+from mcp.server.scrub import scrub_method, scrub_path
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable
 import tornado.netutil
 import tornado.web
 
-from mcp.connections import ConnectionStats, GuardedHTTPServer, raise_descriptor_limit
-from mcp.scrub import MalformedRequestFilter
-from mcp.web import InFlight
+from mcp.server.base import InFlight
+from mcp.server.connections import ConnectionStats, GuardedHTTPServer, raise_descriptor_limit
+from mcp.server.scrub import MalformedRequestFilter
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +94,13 @@ async def serve(
     ``body_timeout_s`` after its headers closes the connection, and so does waiting
     ``idle_timeout_s`` for a request head (keep it longer than nginx keeps idle upstream connections,
     60 s, so that nginx and not the service closes them). ``max_connections`` caps open
-    connections (0: derived from the descriptor limit, see mcp.connections); ``stats`` receives the
+    connections (0: derived from the descriptor limit, see mcp.server.connections); ``stats`` receives the
     server's connection counters.
     """
     raise_descriptor_limit()
     sockets = bind(port, host)
     # No xheaders: the client nginx names in X-Real-IP is read only where per-client limits need it
-    # (mcp.forwarded.client_address); Tornado's xheaders costs a getaddrinfo() call on every request.
+    # (mcp.server.forwarded.client_address); Tornado's xheaders costs a getaddrinfo() call on every request.
     server = GuardedHTTPServer(app, max_body_size=max_body_size, idle_timeout_s=idle_timeout_s,
                                body_timeout_s=body_timeout_s, max_connections=max_connections)
     if stats is not None:

@@ -9,12 +9,12 @@ import sys
 import tornado.web
 
 from mcp.config import ConfigError, load_settings
-from mcp.handlers import HealthHandler, InstanceHealthHandler, ToolCallHandler, ToolsListHandler
-from mcp.mcp_endpoint import McpHandler
-from mcp.runtime import ServiceRuntime
-from mcp.serve import EXIT_CONFIG, EXIT_PORT_IN_USE, PortInUse, configure_logging, serve
+from mcp.server.base import MetricsHandler, NotFoundHandler, request_logger
+from mcp.server.endpoints import HealthHandler, InstanceHealthHandler, ToolCallHandler, ToolsListHandler
+from mcp.server.mcp_handler import McpHandler
+from mcp.server.runtime import ServiceRuntime
+from mcp.server.serve import EXIT_CONFIG, EXIT_PORT_IN_USE, PortInUse, configure_logging, serve
 from mcp.service import Service
-from mcp.web import MetricsHandler, NotFoundHandler, request_logger
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ as a header mismatch (-32020); every other request is legacy. A header naming no
 is refused (-32022) before either era looks at the body.
 
 Everything here is a function of the service's tool registry, an instance-bound way to call a tool,
-and the request (headers and body); the Tornado handler in ``mcp.mcp_endpoint`` only moves bytes.
+and the request (headers and body); the Tornado handler in ``mcp.server.mcp_handler`` only moves bytes.
 """
 
 from __future__ import annotations
@@ -41,8 +41,17 @@ from mcp.errors import (
     RpcError,
     UnsupportedProtocolVersion,
 )
-from mcp.jsonrpc import Notification, Request, Response, classify, decode, error_response, request_id, result_response
-from mcp.tools import Tool, ToolRegistry
+from mcp.protocol.jsonrpc import (
+    Notification,
+    Request,
+    Response,
+    classify,
+    decode,
+    error_response,
+    request_id,
+    result_response,
+)
+from mcp.protocol.tools import Tool, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +87,7 @@ class McpServer(NamedTuple):
     """What one request is served with: the service's tools and a tool call bound to its instance.
 
     ``invoke(tool, arguments)`` validates the arguments, runs the tool and records usage (see
-    ``mcp.handlers.call_tool``); ``server_info`` is the MCP Implementation object we present.
+    ``mcp.server.endpoints.call_tool``); ``server_info`` is the MCP Implementation object we present.
     """
 
     registry: ToolRegistry

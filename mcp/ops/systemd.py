@@ -1,6 +1,6 @@
 """Write the systemd unit that runs the Procfile formation at boot and brings it back when it fails.
 
-``python -m mcp.systemd`` (``scripts/install-systemd``) writes ``/etc/systemd/system/mcp-platform.service``:
+``python -m mcp.ops.systemd`` (``scripts/install-systemd``) writes ``/etc/systemd/system/mcp-platform.service``:
 honcho runs the Procfile (every process under its supervisor) from the project root with the
 environment of ``<root>/.env``; migrations run before each start, and the embedded PostgreSQL is
 started first (and stopped after) when DATABASE_URL is not set. ``KillMode=mixed``: SIGTERM goes to
@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcp.config import PROJECT_ROOT
-from mcp.ops import read_env_file
+from mcp.ops.commands import read_env_file
+from mcp.paths import PROJECT_ROOT
 
 DEFAULT_UNIT_PATH = Path("/etc/systemd/system/mcp-platform.service")
 

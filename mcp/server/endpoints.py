@@ -16,12 +16,12 @@ from mcp.errors import (
     UnsupportedMediaType,
     UpstreamError,
 )
-from mcp.forwarded import client_address
-from mcp.instances import Instance, parse_instance_id
-from mcp.media import is_json
-from mcp.runtime import ServiceRuntime
-from mcp.tools import Tool, redact
-from mcp.web import BaseHandler
+from mcp.protocol.media import is_json
+from mcp.protocol.tools import Tool, redact
+from mcp.server.base import BaseHandler
+from mcp.server.forwarded import client_address
+from mcp.server.runtime import ServiceRuntime
+from mcp.tenancy.instances import Instance, parse_instance_id
 
 
 def service_health(rt: ServiceRuntime) -> dict[str, Any]:

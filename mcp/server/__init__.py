@@ -1,0 +1,1 @@
+"""One serving process: the app factory, the base handler, the endpoints every service gets, serve."""

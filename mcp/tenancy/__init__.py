@@ -1,0 +1,1 @@
+"""Instances and what they carry: the database pool, credentials, resolution and its cache, usage."""
