@@ -31,7 +31,10 @@ The tree::
     ToolError                     becomes a CallToolResult with isError: true, never an HTTP error
     └── UpstreamError             {upstream, status, code, message, retry_after_s}
 
-HTTP statuses and JSON-RPC codes are chosen here and nowhere else. The modern era (2026-07-28)
+HTTP statuses and JSON-RPC codes are chosen here and nowhere else: ``client_error`` decides what a
+client is told about anything that escaped a handler (our errors, the web framework's own HTTP
+errors, a bug), ``PlatformError.body`` and ``PlatformError.rpc_error_object`` shape it for REST and
+for the MCP endpoint. The modern era (2026-07-28)
 gives every JSON-RPC error its own HTTP status; in the legacy era (2025-11-25 and before) an error
 about a request that was understood (unknown method, bad params) travels in a 200 response, as
 those revisions' clients expect. Messages are written for a
@@ -93,6 +96,11 @@ class PlatformError(Exception):
         if self.retry_after is not None:
             return {"Retry-After": str(self.retry_after)}
         return {}
+
+    def rpc_error_object(self) -> dict[str, Any]:
+        """The JSON-RPC error object for the MCP endpoint: the REST body's fields travel in ``data``."""
+        data = {k: v for k, v in self.body()["error"].items() if k != "message"}
+        return {"code": self.jsonrpc_code, "message": self.message, "data": data}
 
 
 class BadRequest(PlatformError):
@@ -308,3 +316,33 @@ class UpstreamError(ToolError):
                 self.message, retry_after=self.retry_after_s, details={"upstream": body}
             )
         return UpstreamFailed(self.message, code=f"upstream_{self.code}", details={"upstream": body})
+
+
+def client_error(exc: BaseException | None, status: int, reason: str | None = None) -> PlatformError:
+    """What a client is told about ``exc``, which ended a request with HTTP ``status``.
+
+    Our own errors as they are; a status the web framework chose for a request it refused (``reason``
+    its phrase) as the matching error; anything else as a 500 that says nothing about the cause.
+    """
+    if isinstance(exc, PlatformError):
+        return exc
+    if status >= 500:
+        return PlatformError("internal server error; it has been logged")
+    known = _FRAMEWORK_ERRORS.get(status)
+    if known is not None:
+        cls, message = known
+        err = cls(message)
+    else:
+        err = PlatformError(reason or "the request was refused", code="http_error")
+        err.status = status
+    err.jsonrpc_code = JSONRPC_INVALID_REQUEST  # to an MCP client: the transport refused the request
+    return err
+
+
+# Statuses the web framework answers by itself (an unknown method, an unreadable request), as ours.
+_FRAMEWORK_ERRORS: dict[int, tuple[type[PlatformError], str]] = {
+    400: (BadRequest, "the request is malformed"),
+    404: (NotFound, "no such endpoint"),
+    405: (MethodNotAllowed, "this method is not allowed on this endpoint"),
+    413: (PayloadTooLarge, "the request body is too large"),
+}

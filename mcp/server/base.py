@@ -13,7 +13,7 @@ from typing import Any
 import tornado.iostream
 import tornado.web
 
-from mcp.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, PlatformError
+from mcp.errors import BadRequest, NotFound, PayloadTooLarge, PlatformError, client_error
 from mcp.protocol.jsonparse import JsonInputError, parse_json
 from mcp.server.accesslog import AccessLog
 from mcp.server.metrics import Metrics
@@ -21,12 +21,6 @@ from mcp.server.scrub import scrub_method, scrub_path
 
 log = logging.getLogger(__name__)
 
-_HTTP_ERRORS: dict[int, tuple[str, str]] = {
-    400: ("bad_request", "the request is malformed"),
-    404: ("not_found", "no such endpoint"),
-    405: ("method_not_allowed", "this method is not allowed on this endpoint"),
-    413: ("payload_too_large", "the request body is too large"),
-}
 
 
 def request_logger(metrics: Metrics, access: AccessLog | None = None) -> Callable[[tornado.web.RequestHandler], None]:
@@ -194,19 +188,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(body)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, PlatformError):
-            err = exc
-        elif isinstance(exc, tornado.web.HTTPError) and exc.status_code in _HTTP_ERRORS:
-            code, message = _HTTP_ERRORS[exc.status_code]
-            err = {400: BadRequest, 404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge}[exc.status_code](
-                message, code=code
-            )
-        elif status_code < 500:
-            err = PlatformError(self._reason or "request failed", code="http_error")
-            err.status = status_code
-        else:
-            err = PlatformError("internal server error; it has been logged")
+        err = client_error(kwargs.get("exc_info", (None, None, None))[1], status_code, self._reason)
         self.send_error_body(err, json.dumps(err.body()))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:

@@ -17,19 +17,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
-import tornado.web
 from tornado.httputil import HTTPHeaders
 
 from mcp.errors import (
-    JSONRPC_INVALID_REQUEST,
     Forbidden,
     MethodNotAllowed,
     MisdirectedRequest,
     NotAcceptable,
     PayloadTooLarge,
-    PlatformError,
     RateLimited,
     UnsupportedMediaType,
+    client_error,
 )
 from mcp.protocol.media import accepts_json, is_json
 from mcp.protocol.methods import McpServer, handle_post
@@ -116,16 +114,7 @@ class McpHandler(InstanceHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Errors before or outside the JSON-RPC exchange, as a JSON-RPC error with ``id: null``."""
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, PlatformError):
-            err = exc
-        elif isinstance(exc, tornado.web.HTTPError) and status_code < 500:
-            err = PlatformError(self._reason or "the request was refused", code="http_error")
-            err.status, err.jsonrpc_code = status_code, JSONRPC_INVALID_REQUEST
-        else:
-            err = PlatformError("internal server error; it has been logged")
-        data = {k: v for k, v in err.body()["error"].items() if k != "message"}
+        err = client_error(kwargs.get("exc_info", (None, None, None))[1], status_code, self._reason)
         if err.status == 405:
             self.set_header("Allow", "POST")
-        self.send_error_body(err, dumps({"jsonrpc": "2.0", "id": None,
-                                         "error": {"code": err.jsonrpc_code, "message": err.message, "data": data}}))
+        self.send_error_body(err, dumps({"jsonrpc": "2.0", "id": None, "error": err.rpc_error_object()}))

@@ -115,14 +115,14 @@ async def serve(
         await on_start()
     # Everything allocated so far (modules, the app, the runtime) lives as long as the process: move
     # it out of the collector's sight, so a full collection scans only what requests created since
-    # (it took up to 19 ms and 1.5% of the CPU under load before). Garbage first, or it is kept forever.
+    # (scanning it all costs milliseconds per collection; BENCHMARKS.md). Garbage first, or it is kept
+    # forever.
     gc.collect()
     gc.freeze()
     # A young collection runs when live new container objects outnumber the threshold. 64 requests
-    # in flight hold more than the default 700, so it ran ~230 times a second, promoting objects
-    # that were about to die anyway: 5% of the CPU in all generations (gc callbacks, 60,000 calls
-    # over 64 connections). At 10,000 it runs a few times a minute; cyclic garbage waits a little
-    # longer to be freed.
+    # in flight hold more than the default 700, which would run it hundreds of times a second,
+    # promoting objects that are about to die anyway. At 10,000 it runs a few times a minute;
+    # cyclic garbage waits a little longer to be freed.
     gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
     log.info("listening on http://%s:%d", host, port)
     await stop.wait()

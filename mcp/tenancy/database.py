@@ -121,14 +121,6 @@ class Database:
                 retry_after=RETRY_AFTER_S,
             ) from None
 
-    async def ping(self) -> bool:
-        try:
-            async with self.connection() as conn:
-                await conn.execute("SELECT 1")
-            return True
-        except Unavailable:
-            return False
-
     async def close(self) -> None:
         async with self._lock:
             self._closed = True
