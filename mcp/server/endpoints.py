@@ -70,16 +70,19 @@ class ServiceHandler(BaseHandler):
         page learns nothing, not even whether an id exists; and a POST must say its body is JSON,
         which a page can only send after a CORS preflight that we never answer.
         """
+        self.check_host_and_origin()
+        if self.request.method == "POST" and not is_json(self.request.headers.get("Content-Type")):
+            raise UnsupportedMediaType("send the body as JSON, with Content-Type: application/json")
+
+    def check_host_and_origin(self) -> None:
+        """421 for a Host, 403 for an Origin that is not on the allow-lists (mcp.protocol.origins)."""
         policy = self.runtime.settings.origin_policy
-        headers = self.request.headers
         if not policy.host_allowed(self.request.host):
             raise MisdirectedRequest("this server does not answer requests for this Host; "
                                      "an operator can add it to ALLOWED_HOSTS")
-        if not policy.origin_allowed(headers.get("Origin")):
+        if not policy.origin_allowed(self.request.headers.get("Origin")):
             raise Forbidden("requests from this Origin are not allowed; an operator can add it to ALLOWED_ORIGINS",
                             code="origin_not_allowed")
-        if self.request.method == "POST" and not is_json(headers.get("Content-Type")):
-            raise UnsupportedMediaType("send the body as JSON, with Content-Type: application/json")
 
     def deadline(self) -> float:
         """When this request must be answered by, on the event loop's clock (REQUEST_TIMEOUT)."""

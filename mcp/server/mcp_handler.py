@@ -20,9 +20,7 @@ from typing import Any
 from tornado.httputil import HTTPHeaders
 
 from mcp.errors import (
-    Forbidden,
     MethodNotAllowed,
-    MisdirectedRequest,
     NotAcceptable,
     PayloadTooLarge,
     RateLimited,
@@ -63,15 +61,9 @@ class McpHandler(InstanceHandler):
 
     def check_browser_rules(self) -> None:
         """Host and Origin as on every instance endpoint, then what the MCP transport requires."""
-        headers = self.request.headers
-        policy = self.runtime.settings.origin_policy
         # Host and Origin first: a rebinding page learns nothing, not even whether the id exists.
-        if not policy.host_allowed(self.request.host):
-            raise MisdirectedRequest("this server does not answer requests for this Host; "
-                                     "an operator can add it to ALLOWED_HOSTS")
-        if not policy.origin_allowed(headers.get("Origin")):
-            raise Forbidden("requests from this Origin are not allowed; an operator can add it to ALLOWED_ORIGINS",
-                            code="origin_not_allowed")
+        self.check_host_and_origin()
+        headers = self.request.headers
         if self.request.method != "POST":
             raise MethodNotAllowed("the MCP endpoint takes POST only: it offers no server-initiated stream (GET) "
                                    "and no sessions to end (DELETE)")
