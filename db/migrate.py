@@ -8,7 +8,7 @@ changes nothing and two runs at once cannot interleave.
 Refusals name the file and the values: a SERVICE_CONFIG that breaks a rule, two services with the
 same name or port, a port outside 49160-49999, a service.sql whose port or auth type differs from
 its SERVICE_CONFIG, a service.sql that does not register its service, a service missing from the
-Procfile.
+Procfile, a Procfile line whose supervisor would health-check another port than the service listens on.
 """
 
 from __future__ import annotations
@@ -17,16 +17,20 @@ import argparse
 import hashlib
 import importlib
 import importlib.util
-import re
+import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 import psycopg
+from honcho.environ import parse_procfile
 from psycopg.rows import dict_row
 
+from mcp.ops.procfile import command_words, port_word, supervised_module
 from mcp.paths import PROJECT_ROOT
+from mcp.ports import expand_port, port_env, procfile_port, resolve_port
 from mcp.service import ServiceConfig, ServiceConfigError
 from mcp.tenancy.database import resolve_database_url
 
@@ -108,19 +112,49 @@ def discover_services(root: Path) -> list[DiscoveredService]:
     return found
 
 
-def check_procfile(services: list[DiscoveredService], procfile: Path) -> None:
-    """Every discovered service must be started by a Procfile line."""
+def procfile_line(svc: DiscoveredService) -> str:
+    """The Procfile line that starts ``svc`` under the supervisor, on the port the service itself picks."""
+    name = svc.config.name
+    port = procfile_port(port_env(name), svc.config.port)
+    return f"mcp-{name}: exec python -m mcp.ops.supervisor --name mcp-{name} --port {port} -- python -m {svc.module}"
+
+
+def check_procfile(services: list[DiscoveredService], procfile: Path,
+                   environ: Mapping[str, str] | None = None) -> None:
+    """Every discovered service must be started by a Procfile line (read with honcho's parser), and a line
+    that gives its supervisor a ``--port`` must name the port the service listens on in this environment
+    (``mcp.ports``), or the supervisor would health-check another port."""
+    env = os.environ if environ is None else environ
     try:
-        lines = [ln for ln in procfile.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        entries = parse_procfile(procfile.read_text()).processes
     except OSError:
         raise MigrationError(f"{procfile}: cannot read the Procfile") from None
+    except AssertionError:  # honcho's parser asserts that process names are unique
+        raise MigrationError(f"{procfile}: a process name appears twice") from None
+    started = {}
+    for name, command in entries.items():
+        words = command_words(command)
+        module = supervised_module(words)
+        if module is not None:
+            started.setdefault(module, (name, port_word(words)))
     for svc in services:
-        pattern = re.compile(rf"-m\s+{re.escape(svc.module)}(\s|$)")
-        if not any(pattern.search(ln) for ln in lines):
+        if svc.module not in started:
             raise MigrationError(
                 f"{procfile.name}: service {svc.config.name!r} ({svc.directory.name}/) is not started by any "
-                f"line; add: mcp-{svc.config.name}: exec python -m mcp.ops.supervise --name mcp-{svc.config.name} "
-                f"--port {svc.config.port} -- python -m {svc.module}")
+                f"line; add: {procfile_line(svc)}")
+        name, word = started[svc.module]
+        if word is None:
+            continue  # not supervised with a health check: nothing to compare
+        variable = port_env(svc.config.name)
+        try:
+            listens = resolve_port(variable, svc.config.port, env)
+            checked = expand_port(word, env)
+        except ValueError as e:
+            raise MigrationError(f"{procfile.name}: line {name!r}: {e}") from None
+        if checked != listens:
+            raise MigrationError(
+                f"{procfile.name}: line {name!r} health-checks port {word} ({checked}) but {svc.module} listens on "
+                f"{listens} ({variable} if set, else SERVICE_CONFIG.port {svc.config.port}); use: {procfile_line(svc)}")
 
 
 def _core_migrations() -> list[tuple[str, str, str]]:
@@ -196,8 +230,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--database-url", default=None, help="default: $DATABASE_URL, else the embedded server")
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    import os
-
     conninfo = args.database_url or resolve_database_url(os.environ.get("DATABASE_URL"),
                                                         PROJECT_ROOT / ".data" / "embedded-db.url")
     if not conninfo:

@@ -177,10 +177,10 @@ def test_keys_and_nonces_of_the_wrong_size_are_refused():
         CredentialCipher([bytes(32)], nonces=lambda n: bytes(8)).encrypt(uuid.uuid4(), {})
 
 
-# Nothing here may load a C library by hand: credential encryption is cryptography's, not a binding of ours.
-# The one exception is the supervisor's prctl(PR_SET_PDEATHSIG), which is libc and has no stdlib spelling.
+# Nothing here may load a C library by hand: credential encryption is cryptography's, not a binding of ours,
+# and the supervisor's prctl(PR_SET_PDEATHSIG) is made by util-linux's setpriv.
 FFI_MODULES = {"ctypes", "cffi", "_ctypes"}
-ALLOWED_FFI = {"mcp/ops/supervise.py"}
+ALLOWED_FFI: set[str] = set()
 
 
 def _imports(path: Path) -> set[str]:

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from mcp.ops.commands import port_free, project_processes
-from mcp.ops.supervise import port_owner
+from mcp.formation.facts import port_free, port_owner
+from mcp.ops.processes import project_processes
 from tests.fixtures.formation import Formation
 from tests.support import ROOT, free_port, healthy, wait_for
 
@@ -29,7 +29,7 @@ def test_procfile_dev_runs_the_procfile_processes_under_watchfiles():
     dev = (ROOT / "Procfile.dev").read_text()
     assert names(ROOT / "Procfile.dev") == names(ROOT / "Procfile")
     for line in filter(None, (x for x in dev.splitlines() if not x.startswith("#"))):
-        assert "-m mcp.ops.supervise" in line and "-- watchfiles --filter python" in line, line
+        assert "-m mcp.ops.supervisor" in line and "-- watchfiles --filter python" in line, line
         module = re.search(r"'python -m (services\.\w+)'", line).group(1)
         # Only the service's own package and the shared toolkit: never logs/, .venv/ or .data/.
         assert line.endswith(f" {module.replace('.', '/')} mcp"), line
@@ -79,8 +79,8 @@ def test_an_edit_restarts_only_its_service_and_an_mcp_edit_restarts_all(dev_form
     assert {n: states[n]["child_pid"] for n in watchers} == watchers
     assert states["mcp-figma"]["restarts"] == 0
 
-    with open(f.copy / "mcp" / "web.py", "a") as web:
-        web.write("\n# edited by test_dev_reload\n")
+    with open(f.copy / "mcp" / "server" / "base.py", "a") as base:
+        base.write("\n# edited by test_dev_reload\n")
     wait_for(lambda: serving_pid(api_port) not in (None, api), RELOAD_DEADLINE, interval=0.1,
              what="the API to restart after mcp/server/base.py changed")
     wait_for(lambda: serving_pid(figma_port) not in (None, new_figma), RELOAD_DEADLINE, interval=0.1,

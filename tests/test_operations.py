@@ -10,8 +10,7 @@ import time
 
 import pytest
 
-from mcp.formation.state import pid_alive
-from mcp.ops.commands import port_free
+from mcp.formation.facts import pid_alive, port_free
 from tests.fixtures.formation import Formation, supervise_line
 from tests.support import ROOT, free_port, wait_for
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from mcp.ops.commands import honcho_pids, port_free, project_processes
+from mcp.formation.facts import port_free
+from mcp.ops.processes import honcho_pids, project_processes
 from tests.support import ROOT, free_port, http, wait_for
 
 NAMES = ("main-api", "mcp-figma", "mcp-github", "mcp-slack")
@@ -80,7 +81,7 @@ class Checkout:
         names = []
         for cmdline in self.processes().values():
             argv = cmdline.split(b"\0")
-            if b"mcp.ops.supervise" in argv:
+            if b"mcp.ops.supervisor" in argv:
                 names.append(argv[argv.index(b"--name") + 1].decode())
         return sorted(names)
 
@@ -150,7 +151,7 @@ def test_two_concurrent_starts_make_one_formation_and_the_second_says_why(checko
     assert not (logs / "honcho.log.3").exists()
     everything = "".join((logs / name).read_text() for name in ("honcho.log.2", "honcho.log.1", "honcho.log")
                          if (logs / name).exists())
-    assert "mcp-figma.1" in everything  # honcho's own prefix, as before
+    assert "mcp-figma.1" in everything  # honcho's own prefix survives the pipe
 
     assert_stop_leaves_nothing(checkout)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mcp.formation.status import ProcReader, all_ok, build_rows, format_table, gather_rows, human_bytes, human_duration
+from mcp.formation.facts import cpu_percent
+from mcp.formation.status import all_ok, build_rows, format_table, gather_rows, human_bytes, human_duration, sample_now
 from tests.support import ROOT, free_port, http, wait_for
 
 TOY = ROOT / "tests" / "fixtures" / "toy_service.py"
@@ -23,14 +24,14 @@ FAST = ["--min-uptime", "2", "--health-timeout", "10", "--health-interval", "1",
 
 @pytest.fixture
 def supervisors(tmp_path):
-    """Start ``python -m mcp.ops.supervise`` around a toy, publishing into tmp_path/.run; all stopped afterwards."""
+    """Start ``python -m mcp.ops.supervisor`` around a toy, publishing into tmp_path/.run; all stopped afterwards."""
     procs = []
     run_dir = tmp_path / ".run"  # where the API of the env fixture (MCP_PROJECT_ROOT=tmp_path) looks
 
     def start(name, toy_args=(), port=None, command=None):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERVISOR_")}
         options = ["--port", str(port)] if port else []
-        cmd = [sys.executable, "-m", "mcp.ops.supervise", "--name", name, "--run-dir", str(run_dir),
+        cmd = [sys.executable, "-m", "mcp.ops.supervisor", "--name", name, "--run-dir", str(run_dir),
                "--log-dir", str(tmp_path / "logs"), *FAST, *options, "--",
                *(command or [sys.executable, str(TOY), *map(str, toy_args)])]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -73,16 +74,15 @@ def test_cpu_is_sampled_and_memory_is_summed_over_the_childs_process_group():
             "end = time.time() + 30\nwhile time.time() < end: pass")
     busy = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     try:
-        reader = ProcReader()
         wait_for(lambda: len([p for p in os.listdir("/proc") if p.isdigit() and _pgrp(p) == busy.pid]) == 2, 10,
                  what="both group members")
-        before = reader.sample_groups([busy.pid, 999_999_999])
+        before = sample_now([busy.pid, 999_999_999])
         time.sleep(0.5)
-        after = reader.sample_groups([busy.pid])
+        after = sample_now([busy.pid])
         assert set(before) == {busy.pid}  # a group without members has no figures at all
-        cpu = reader.cpu_percent(before[busy.pid], after[busy.pid])
+        cpu = cpu_percent(before[busy.pid], after[busy.pid])
         assert 50 < cpu < 150, cpu  # one core spinning
-        assert reader.cpu_percent(None, after[busy.pid]) > 10  # lifetime average, no waiting
+        assert cpu_percent(None, after[busy.pid]) > 10  # lifetime average, no waiting
         own_rss = _vmrss(busy.pid)
         assert after[busy.pid].rss_bytes > own_rss > 0  # the sleeping child counts too
     finally:
@@ -113,7 +113,7 @@ def test_rows_table_and_verdict_from_states():
         {"name": "mcp-figma", "pid": 11, "child_pid": 12, "status": "running", "health": "healthy", "restarts": 1,
          "started_at": now - 303.5, "port": 49280, "stale": False, "health_url": "http://127.0.0.1:49280/health"},
     ]
-    rows = build_rows(states, {}, None, ProcReader(), now)
+    rows = build_rows(states, {}, None, now)
     assert rows[1]["uptime"] == 303.5 and rows[1]["pid"] == 12 and rows[1]["cpu"] is None
     assert rows[0]["uptime"] is None and not all_ok(rows) and not all_ok([]) and all_ok(rows[1:])
     table = format_table(rows)

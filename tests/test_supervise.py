@@ -1,4 +1,4 @@
-"""python -m mcp.ops.supervise, driven as a real subprocess around tests/fixtures/toy_service.py."""
+"""python -m mcp.ops.supervisor, driven as a real subprocess around tests/fixtures/toy_service.py."""
 
 import asyncio
 import contextlib
@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from mcp.formation.facts import port_owner
 from mcp.formation.state import read_states
-from mcp.ops.supervise import LogFile, Supervisor, SupervisorConfig, port_owner
+from mcp.ops.supervisor.config import SupervisorConfig
+from mcp.ops.supervisor.logfile import LogFile
+from mcp.ops.supervisor.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = ROOT / "tests" / "fixtures" / "toy_service.py"
@@ -93,7 +96,7 @@ class Supervised:
     def start(self, toy_args=(), options=(), command=None, fast=True):
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("SUPERVISOR_") and k not in ("MCP_LOG_DIR", "MCP_RUN_DIR")}
-        cmd = [sys.executable, "-m", "mcp.ops.supervise", "--name", self.name, "--log-dir", str(self.log_dir),
+        cmd = [sys.executable, "-m", "mcp.ops.supervisor", "--name", self.name, "--log-dir", str(self.log_dir),
                "--run-dir", str(self.run_dir), *(FAST if fast else ()), *options, "--",
                *(command or [sys.executable, str(TOY), *toy_args])]
         # Files, not pipes: an unread pipe would block the supervisor once full.

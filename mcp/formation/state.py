@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mcp.formation.facts import pid_alive, start_ticks
+
 
 def state_dir(run_dir: Path) -> Path:
     """Where supervisors publish ``<name>.json``."""
@@ -69,35 +71,5 @@ def supervisor_alive(state: Mapping[str, Any]) -> bool:
     if not isinstance(pid, int) or not pid_alive(pid):
         return False
     recorded = state.get("pid_start_ticks")
-    current = process_start_ticks(pid)
+    current = start_ticks(pid)
     return recorded is None or current is None or recorded == current
-
-
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie waiting to be reaped."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = _proc_stat(pid)
-    return stat is None or stat[0] not in ("Z", "X")
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), which tells a reused pid apart."""
-    stat = _proc_stat(pid)
-    try:
-        return int(stat[19]) if stat else None
-    except (IndexError, ValueError):
-        return None
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat from the state field on (the command name may contain spaces)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rfind(")") + 2:].split()

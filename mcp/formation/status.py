@@ -1,18 +1,19 @@
 """What every supervised process is doing now: status, health, restarts, uptime, CPU, memory, port.
 
 ``python -m mcp.formation.status`` (``scripts/status``) prints a table like ``pm2 status``, or ``--json``. The
-rows come from the supervisors' state files (``mcp.ops.supervise.read_states``) plus, for each running
-child, figures read from /proc for the child's whole process group (the supervisor starts each child
-in its own session, so the group also holds what the child started: under Procfile.dev that is the
-service itself, below watchfiles):
+rows come from the supervisors' state files (``mcp.formation.state.read_states``) plus, for each running
+child, figures read through psutil (``mcp.formation.facts``) for the child's whole process group (the
+supervisor starts each child in its own session, so the group also holds what the child started: under
+Procfile.dev that is the service itself, below watchfiles):
 
 - CPU: percent of one core, sampled over ``cpu_sample`` seconds (0.2 by default); with a sample of 0,
   the average over each process's lifetime, which needs no waiting.
-- memory: resident set size, the sum of VmRSS from /proc/<pid>/status.
+- memory: resident set size (RSS), summed over the group.
 - uptime: seconds since the supervisor last (re)started the child.
 
 Health is the supervisor's last check unless a live check is asked for: then ``GET /health`` of each
-running child, with a short timeout, replaces it (``health_source`` says which).
+running child (``mcp.formation.health``, the supervisor's own probe), with a short timeout, replaces it
+(``health_source`` says which).
 
 Exit codes: 0 when there is at least one process and every one is running and healthy, 1 otherwise.
 """
@@ -25,12 +26,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mcp.formation.health import http_get_ok
+from mcp.formation.facts import GroupSample, cpu_percent, sample_groups
+from mcp.formation.health import probe_ok
 from mcp.formation.state import read_states
 from mcp.paths import PROJECT_ROOT
 
@@ -44,92 +45,9 @@ _CHECKABLE = ("starting", "running")
 COLUMNS = ("process", "pid", "status", "health", "restarts", "uptime", "cpu", "memory", "port")
 
 
-@dataclass(frozen=True)
-class GroupSample:
-    """CPU and memory of one process group at one moment."""
-
-    ticks: int  # utime + stime of every member, in clock ticks
-    rss_bytes: int
-    lifetime_cpu: float  # sum over members of their CPU % averaged over their own lifetime
-    at: float  # time.monotonic() of the reading
-
-
-@dataclass(frozen=True)
-class ProcReader:
-    """Reads /proc; the root and clocks are fields so tests can point them elsewhere."""
-
-    proc: Path = Path("/proc")
-    hz: int = os.sysconf("SC_CLK_TCK")
-    monotonic: Callable[[], float] = time.monotonic
-
-    def sample_groups(self, pgids: Iterable[int]) -> dict[int, GroupSample]:
-        """One pass over /proc summing the members of each wanted process group."""
-        wanted = {pgid for pgid in pgids if pgid}
-        if not wanted:
-            return {}
-        uptime = self._boot_uptime()
-        totals: dict[int, list[float]] = {pgid: [0, 0, 0.0] for pgid in wanted}
-        found: set[int] = set()  # a group whose members all exited has no figures, not zeros
-        for pid, fields in self._stats():
-            try:
-                pgid, utime, stime, start = int(fields[2]), int(fields[11]), int(fields[12]), int(fields[19])
-            except (IndexError, ValueError):
-                continue
-            if pgid not in wanted or fields[0] in ("Z", "X"):
-                continue
-            found.add(pgid)
-            ticks = utime + stime
-            total = totals[pgid]
-            total[0] += ticks
-            total[1] += self._rss_bytes(pid)
-            if uptime is not None:
-                elapsed = uptime - start / self.hz
-                if elapsed > 0:
-                    total[2] += 100.0 * ticks / self.hz / elapsed
-        at = self.monotonic()
-        return {pgid: GroupSample(int(t[0]), int(t[1]), float(t[2]), at) for pgid, t in totals.items()
-                if pgid in found}
-
-    def cpu_percent(self, before: GroupSample | None, after: GroupSample) -> float:
-        """CPU % between two samples of a group; its lifetime average when there is no earlier one."""
-        interval = after.at - before.at if before is not None else 0.0
-        if before is None or interval <= 0:
-            return after.lifetime_cpu
-        # A member that exited between the samples takes its ticks with it: never report below zero.
-        return max(0.0, 100.0 * (after.ticks - before.ticks) / self.hz / interval)
-
-    def _boot_uptime(self) -> float | None:
-        try:
-            return float((self.proc / "uptime").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def _stats(self) -> Iterable[tuple[int, list[str]]]:
-        """(pid, fields of /proc/<pid>/stat from the state field on) for every readable process."""
-        try:
-            names = [name for name in os.listdir(self.proc) if name.isdigit()]
-        except OSError:
-            return
-        for name in names:
-            try:
-                raw = (self.proc / name / "stat").read_text()
-            except OSError:
-                continue  # exited meanwhile
-            yield int(name), raw[raw.rfind(")") + 2:].split()
-
-    def _rss_bytes(self, pid: int) -> int:
-        try:
-            for line in (self.proc / str(pid) / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024  # the kernel reports kB
-        except (OSError, ValueError, IndexError):
-            pass
-        return 0  # kernel threads and zombies have no VmRSS
-
-
 def build_rows(states: Sequence[Mapping[str, Any]], after: Mapping[int, GroupSample],
-               before: Mapping[int, GroupSample] | None, reader: ProcReader, now: float) -> list[dict[str, Any]]:
-    """One row per process, in the states' order, from the state files and two /proc samples."""
+               before: Mapping[int, GroupSample] | None, now: float) -> list[dict[str, Any]]:
+    """One row per process, in the states' order, from the state files and two samples of the groups."""
     rows = []
     for state in states:
         child = state.get("child_pid") if isinstance(state.get("child_pid"), int) else None
@@ -146,7 +64,7 @@ def build_rows(states: Sequence[Mapping[str, Any]], after: Mapping[int, GroupSam
             "last_health_at": state.get("last_health_at"),
             "restarts": state.get("restarts", 0),
             "uptime": round(max(0.0, now - started), 1) if alive and isinstance(started, (int, float)) else None,
-            "cpu": round(reader.cpu_percent((before or {}).get(child), sample), 1) if sample else None,
+            "cpu": round(cpu_percent((before or {}).get(child), sample), 1) if sample else None,
             "memory": sample.rss_bytes if sample else None,
             "port": state.get("port"),
             "reason": state.get("reason"),
@@ -167,20 +85,23 @@ def apply_health(rows: list[dict[str, Any]], answers: Mapping[str, bool], checke
             row.update(health="healthy" if healthy else "unhealthy", health_source="live", last_health_at=checked_at)
 
 
+def sample_now(pgids: Sequence[int]) -> dict[int, GroupSample]:
+    """CPU and memory of each wanted process group, now."""
+    return sample_groups(pgids, at=time.monotonic(), now=time.time())
+
+
 async def gather_rows(run_dir: Path, *, cpu_sample: float = DEFAULT_CPU_SAMPLE_S, live_health: bool = False,
-                      prober: Prober = http_get_ok, timeout: float = LIVE_HEALTH_TIMEOUT_S,
-                      reader: ProcReader | None = None) -> list[dict[str, Any]]:
+                      prober: Prober = probe_ok, timeout: float = LIVE_HEALTH_TIMEOUT_S) -> list[dict[str, Any]]:
     """The status rows. Awaits, never blocks, for the CPU sample and the health checks, which overlap."""
-    reader = reader or ProcReader()
     states = read_states(run_dir)
     pgids = [s["child_pid"] for s in states if isinstance(s.get("child_pid"), int)]
-    before = reader.sample_groups(pgids) if cpu_sample > 0 else None
+    before = sample_now(pgids) if cpu_sample > 0 else None
     urls = sorted({s["health_url"] for s in states
                    if s.get("status") in _CHECKABLE and s.get("child_pid") and s.get("health_url")}
                   if live_health else set())
     _, *answers = await asyncio.gather(asyncio.sleep(cpu_sample), *(prober(url, timeout) for url in urls))
-    after = reader.sample_groups(pgids)
-    rows = build_rows(states, after, before, reader, time.time())
+    after = sample_now(pgids)
+    rows = build_rows(states, after, before, time.time())
     apply_health(rows, dict(zip(urls, answers, strict=True)), time.time())
     return rows
 

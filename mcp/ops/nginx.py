@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcp.config import ConfigError, Settings, load_settings
-from mcp.ops.commands import ensure_env, read_env_file
+from mcp.ops.envfile import ensure_env, read_env_file
+from mcp.ports import API_PORT, api_port, service_port
 from mcp.server.forwarded import TrustedProxies
 from mcp.tenancy.database import resolve_database_url
-from services.api import API_PORT
 
 DEFAULT_ACCESS_LOG = "/var/log/nginx/mcp-platform.access.log"
 DEFAULT_ERROR_LOG = "/var/log/nginx/mcp-platform.error.log"
@@ -329,10 +329,11 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(environ)
+        environ = settings.environ or {}
         options = NginxOptions(
             listen=args.listen,
             server_name=args.server_name or server_name_from(settings.public_url),
-            api_port=args.api_port or int(settings.get("API_PORT") or API_PORT),
+            api_port=args.api_port or api_port(environ),
             access_log=args.access_log,
             error_log=args.error_log,
             client_max_body_size=size_directive(settings.max_body_bytes),
@@ -340,7 +341,9 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
         conninfo = resolve_database_url(settings.database_url, settings.embedded_url_file)
         if conninfo is None:
             raise CatalogError("no database: set DATABASE_URL or start the embedded one (scripts/start-all-services)")
-        text = render(read_catalog(conninfo), options)
+        # Each service where it listens: its <NAME>_PORT override, else the catalog's (SERVICE_CONFIG) port.
+        routes = [Route(r.name, service_port(r.name, r.port, environ)) for r in read_catalog(conninfo)]
+        text = render(routes, options)
     except (CatalogError, ConfigError, ValueError) as e:
         print(f"scripts/nginx-conf: error: {e}", file=sys.stderr)
         return 1

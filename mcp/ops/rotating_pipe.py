@@ -2,7 +2,7 @@
 
 ``honcho start > >(python -m mcp.ops.rotating_pipe logs/honcho.log) 2>&1`` (scripts/start-all-services):
 honcho's console gets the same treatment as each process's own logs, because this is the supervisor's
-rotation (``mcp.ops.supervise.LogFile``): timestamped lines, rotated at SUPERVISOR_LOG_MAX_BYTES with
+rotation (``mcp.ops.supervisor.logfile.LogFile``): timestamped lines, rotated at SUPERVISOR_LOG_MAX_BYTES with
 SUPERVISOR_LOG_BACKUPS old files (``--max-bytes`` and ``--backups`` override them).
 
 It exits when its input ends, which is when the writer has exited. SIGINT, SIGHUP and SIGTERM are
@@ -20,7 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mcp.ops.supervise import MAX_LINE_BYTES, ConfigError, LogFile, log_rotation
+from mcp.ops.supervisor.config import ConfigError, log_rotation
+from mcp.ops.supervisor.logfile import MAX_LINE_BYTES, LogFile
 
 READ_SIZE = 65536
 

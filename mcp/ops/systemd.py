@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcp.ops.commands import read_env_file
+from mcp.ops.envfile import read_env_file
 from mcp.paths import PROJECT_ROOT
 
 DEFAULT_UNIT_PATH = Path("/etc/systemd/system/mcp-platform.service")
