@@ -49,10 +49,10 @@ def test_metrics_count_calls_by_tool_and_outcome_without_instance_ids(admin, fig
     figma.fail("/v1/me", 429, {"status": 429, "err": "Rate limit"}, {"Retry-After": "3"})
     call(figma_service, inst["instance_id"], "get_me")
     text = http("GET", figma_service.url + "/metrics").body.decode()
-    assert 'mcp_tool_calls_total{process="figma",outcome="ok",tool="get_me"} 1' in text
-    assert 'mcp_tool_calls_total{process="figma",outcome="error",tool="get_me"} 1' in text
-    assert 'mcp_upstream_errors_total{process="figma",code="rate_limited",upstream="figma"} 1' in text
+    assert 'mcp_tool_calls_total{outcome="ok",process="figma",tool="get_me"} 1' in text
+    assert 'mcp_tool_calls_total{outcome="error",process="figma",tool="get_me"} 1' in text
+    assert 'mcp_upstream_errors_total{code="rate_limited",process="figma",upstream="figma"} 1' in text
     assert 'mcp_tool_call_duration_seconds_count{process="figma",tool="get_me"} 2' in text
-    assert 'mcp_http_requests_total{process="figma",handler="ToolCallHandler",method="POST",status="200"} 2' in text
+    assert 'mcp_http_requests_total{handler="ToolCallHandler",method="POST",process="figma",status="200"} 2' in text
     assert "mcp_process_uptime_seconds" in text
     assert inst["instance_id"] not in text and "ada@example.com" not in text

@@ -209,9 +209,9 @@ def test_tool_calls_are_recorded_for_usage_and_metrics(admin, figma_service, iid
     u = wait_for(usage, 10, what="usage to be flushed")
     assert {t["tool"]: t["calls"] for t in u["by_tool"]} == {"get_me": 2, "get_file": 1}
     text = http("GET", figma_service.url + "/metrics").body.decode()
-    assert 'mcp_tool_calls_total{process="figma",outcome="ok",tool="get_me"} 2' in text
-    assert 'mcp_tool_calls_total{process="figma",outcome="invalid_arguments",tool="get_file"} 1' in text
-    assert 'handler="McpHandler",method="POST",status="200"' in text
+    assert 'mcp_tool_calls_total{outcome="ok",process="figma",tool="get_me"} 2' in text
+    assert 'mcp_tool_calls_total{outcome="invalid_arguments",process="figma",tool="get_file"} 1' in text
+    assert 'handler="McpHandler",method="POST",process="figma",status="200"' in text
 
 
 def test_unknown_method_legacy(figma_service, iid):

@@ -223,7 +223,7 @@ def test_an_id_sent_as_the_method_is_not_measured(spawn):
         assert send_method(service.port, f"{ID}{n}", "/health") == 405
     metrics = http("GET", service.url + "/metrics").body.decode()
     assert not leaks(metrics, ID), [line for line in metrics.splitlines() if leaks(line, ID)]
-    assert 'method="OTHER",status="405"} 5' in metrics
+    assert 'method="OTHER",process="figma",status="405"} 5' in metrics
 
 
 def test_a_request_tornado_refuses_is_logged_without_what_it_quoted(spawn):

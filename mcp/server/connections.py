@@ -143,9 +143,11 @@ class ConnectionStats:
         self.bodies_aborted = 0
 
     def register(self, metrics: Any) -> None:
-        """Show the counters on a process's /metrics (``metrics.gauge``: read at scrape time)."""
+        """Show the counters on a process's /metrics (``metrics.gauge``: read at scrape time). With several
+        workers, the levels (open, lingering) add up over live workers, the counts since start over all."""
         for name, help_text, attr in _METRICS:
-            metrics.gauge(name, help_text, lambda attr=attr: getattr(self, attr))
+            mode = "livesum" if attr in ("open", "lingering") else "sum"
+            metrics.gauge(name, help_text, lambda attr=attr: getattr(self, attr), multiprocess_mode=mode)
 
 
 class _ClientStream(tornado.iostream.IOStream):
