@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -11,46 +11,54 @@ import pytest
 
 from tests.support import free_port, http, wait_for
 
+# One application in-process (pytest-tornado, see tests/inprocess.py) unless a real process is the point.
+pytest_plugins = ["tests.inprocess"]
+
 PATHS = ["/mcp/tools", "/health", "/api/files/abc123"]
 
 
-def test_non_uuid_is_400_on_every_instance_path(figma_service):
+@pytest.mark.gen_test
+async def test_non_uuid_is_400_on_every_instance_path(fetch):
     for path in PATHS:
-        resp = http("GET", f"{figma_service.url}/not-a-uuid{path}")
+        resp = await fetch("GET", f"/not-a-uuid{path}")
         assert resp.status == 400, path
         assert resp.json["error"]["code"] == "invalid_instance_id"
-    resp = http("POST", f"{figma_service.url}/1234/mcp/call", {"name": "get_me"})
+    resp = await fetch("POST", "/1234/mcp/call", {"name": "get_me"})
     assert resp.status == 400
 
 
-def test_unknown_instance_is_404(figma_service, figma):
-    resp = http("POST", f"{figma_service.url}/{uuid.uuid4()}/mcp/call", {"name": "get_me"})
+@pytest.mark.gen_test
+async def test_unknown_instance_is_404(fetch, figma):
+    resp = await fetch("POST", f"/{uuid.uuid4()}/mcp/call", {"name": "get_me"})
     assert resp.status == 404
     assert resp.json["error"]["code"] == "instance_not_found"
     assert figma.recorded() == []
 
 
-def test_instance_of_another_service_is_404(admin, figma_service, database_url, credentials_key, figma):
+@pytest.mark.gen_test
+async def test_instance_of_another_service_is_404(admin, fetch, database_url, credentials_key, figma):
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("INSERT INTO mcp_table (name, display_name, port, auth_type) "
                      "VALUES ('other', 'Other', 49399, 'api_key')")
     inst = admin.create_instance(service="other", credentials={"api_key": "k"})
-    resp = http("GET", f"{figma_service.url}/{inst['instance_id']}/mcp/tools")
+    resp = await fetch("GET", f"/{inst['instance_id']}/mcp/tools")
     assert resp.status == 404
     assert resp.json["error"]["code"] == "instance_not_found"
 
 
-def test_inactive_instance_is_403_and_says_so(admin, figma_service):
+@pytest.mark.gen_test
+async def test_inactive_instance_is_403_and_says_so(admin, fetch):
     inst = admin.create_instance()
     assert admin("PATCH", f"/api/instances/{inst['instance_id']}", {"status": "inactive"}).status == 200
-    resp = http("GET", f"{figma_service.url}/{inst['instance_id']}/mcp/tools")
+    resp = await fetch("GET", f"/{inst['instance_id']}/mcp/tools")
     assert resp.status == 403
     assert resp.json["error"]["code"] == "instance_inactive"
     assert "inactive" in resp.json["error"]["message"]
 
 
 @pytest.mark.parametrize("how", ["status", "time"])
-def test_expired_instance_is_403_and_says_so(admin, figma_service, database_url, how):
+@pytest.mark.gen_test
+async def test_expired_instance_is_403_and_says_so(admin, fetch, eventually, database_url, how):
     inst = admin.create_instance(expires_at="2099-01-01T00:00:00Z")
     with psycopg.connect(database_url, autocommit=True) as conn:
         if how == "status":
@@ -58,20 +66,22 @@ def test_expired_instance_is_403_and_says_so(admin, figma_service, database_url,
         else:  # the clock passes expires_at: no status change is needed
             conn.execute("UPDATE service_instances SET expires_at = now() - interval '1 second' WHERE id = %s",
                          (inst["instance_id"],))
-    resp = wait_for(lambda: (r := http("GET", f"{figma_service.url}/{inst['instance_id']}/mcp/tools")).status == 403
-                    and r, 5, what="403")
+    async def refused():
+        return (r := await fetch("GET", f"/{inst['instance_id']}/mcp/tools")).status == 403 and r
+
+    resp = await eventually(refused, 5, what="403")
     assert resp.json["error"]["code"] == "instance_expired"
-    health = http("GET", f"{figma_service.url}/{inst['instance_id']}/health")
+    health = await fetch("GET", f"/{inst['instance_id']}/health")
     assert health.status == 200 and health.json["instance"]["status"] == "expired"
 
 
-def test_cached_instance_expires_on_time_without_any_write(admin, figma_service):
+@pytest.mark.gen_test
+async def test_cached_instance_expires_on_time_without_any_write(admin, fetch, runtime):
     inst = admin.create_instance(expires_at="2099-01-01T00:00:00Z")
-    url = f"{figma_service.url}/{inst['instance_id']}/mcp/tools"
-    assert http("GET", url).status == 200  # now cached, with its expiry
-    resolver = figma_service.runtime.resolver
-    resolver.now = lambda: datetime(2099, 1, 1, 0, 0, 1, tzinfo=UTC)
-    resp = http("GET", url)
+    path = f"/{inst['instance_id']}/mcp/tools"
+    assert (await fetch("GET", path)).status == 200  # now cached, with its expiry
+    runtime.resolver.now = lambda: datetime(2099, 1, 1, 0, 0, 1, tzinfo=UTC)
+    resp = await fetch("GET", path)
     assert resp.status == 403
     assert resp.json["error"]["code"] == "instance_expired"
 
@@ -89,27 +99,31 @@ def test_deactivation_takes_effect_at_once_in_a_running_process(admin, spawn):
     wait_for(lambda: http("GET", url).status == 404, 1.5, what="deletion")
 
 
-def test_database_unreachable_is_503_with_retry_after(spawn):
-    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-    service = spawn("services.figma", "FIGMA_PORT", {"DATABASE_URL": dead, "DB_TIMEOUT": "0.5"})
-    assert http("GET", service.url + "/health").json["status"] == "healthy"
-    resp = http("POST", f"{service.url}/{uuid.uuid4()}/mcp/call", {"name": "get_me"})
+@pytest.mark.parametrize("overrides", [{"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
+                                        "DB_TIMEOUT": "0.5"}], indirect=True)
+@pytest.mark.gen_test
+async def test_database_unreachable_is_503_with_retry_after(fetch):
+    assert (await fetch("GET", "/health")).json["status"] == "healthy"
+    resp = await fetch("POST", f"/{uuid.uuid4()}/mcp/call", {"name": "get_me"})
     assert resp.status == 503
     assert resp.headers["retry-after"] == "5"
     assert resp.json["error"]["code"] == "database_unavailable"
     assert "postgres" not in resp.body.decode().lower()
 
 
-def test_recording_usage_does_not_empty_the_cache(admin, figma_service):
+@pytest.mark.gen_test
+async def test_recording_usage_does_not_empty_the_cache(admin, fetch, runtime, eventually):
     inst = admin.create_instance()
-    url = f"{figma_service.url}/{inst['instance_id']}/mcp/call"
-    listener = figma_service.runtime.listener
-    wait_for(lambda: listener is not None and listener.connected.is_set(), 5, what="the change listener")
-    assert http("POST", url, {"name": "get_me"}).status == 200
-    resolver = figma_service.runtime.resolver
-    generation = resolver._generation
+    runtime.ensure_started()
+    await asyncio.wait_for(runtime.listener.connected.wait(), 5)
+    assert (await fetch("POST", f"/{inst['instance_id']}/mcp/call", {"name": "get_me"})).status == 200
+    generation = runtime.resolver._generation
+
+    async def last_used():
+        return admin("GET", f"/api/instances/{inst['instance_id']}").json["last_used_at"]
+
     # The usage flush writes last_used_at; only changes that matter to resolution are announced.
-    wait_for(lambda: admin("GET", f"/api/instances/{inst['instance_id']}").json["last_used_at"], 10)
-    time.sleep(0.3)
-    assert resolver._generation == generation
-    assert resolver.is_cached(inst["instance_id"])
+    await eventually(last_used, 10, what="last_used_at")
+    await asyncio.sleep(0.3)
+    assert runtime.resolver._generation == generation
+    assert runtime.resolver.is_cached(inst["instance_id"])

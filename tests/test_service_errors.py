@@ -8,7 +8,11 @@ import uuid
 
 import pytest
 
-from tests.support import http
+from tests.support import free_port
+
+# Tests that need one application in-process use pytest-tornado (the app on the test's loop, see
+# tests/inprocess.py); those that drive raw sockets use figma_service, a server in its own thread.
+pytest_plugins = ["tests.inprocess"]
 
 
 @pytest.fixture
@@ -27,39 +31,44 @@ def assert_json_error(resp, status, code=None):
     assert "Traceback" not in text and "<html" not in text.lower() and "figd_secret_value" not in text
 
 
-def test_unknown_route(figma_service):
-    assert_json_error(http("GET", figma_service.url + "/nothing/here/at/all"), 404, "not_found")
-    assert_json_error(http("DELETE", figma_service.url + "/"), 404, "not_found")
+@pytest.mark.gen_test
+async def test_unknown_route(fetch):
+    assert_json_error(await fetch("GET", "/nothing/here/at/all"), 404, "not_found")
+    assert_json_error(await fetch("DELETE", "/"), 404, "not_found")
 
 
-def test_wrong_method(figma_service, instance):
-    assert_json_error(http("GET", f"{figma_service.url}/{instance}/mcp/call"), 405, "method_not_allowed")
-    assert_json_error(http("POST", f"{figma_service.url}/{instance}/mcp/tools", {}), 405)
-    assert_json_error(http("POST", figma_service.url + "/health", {}), 405)
+@pytest.mark.gen_test
+async def test_wrong_method(fetch, instance):
+    assert_json_error(await fetch("GET", f"/{instance}/mcp/call"), 405, "method_not_allowed")
+    assert_json_error(await fetch("POST", f"/{instance}/mcp/tools", {}), 405)
+    assert_json_error(await fetch("POST", "/health", {}), 405)
 
 
 @pytest.mark.parametrize("raw,code", [
     (b"", "empty_body"), (b"{nope", "invalid_json"), (b"[]", "invalid_json"), (b"\xc3\x28", "invalid_json"),
     (b"[" * 100000, "invalid_json"),
 ])
-def test_malformed_json(figma_service, instance, raw, code):
-    assert_json_error(http("POST", f"{figma_service.url}/{instance}/mcp/call", raw=raw), 400, code)
+@pytest.mark.gen_test
+async def test_malformed_json(fetch, instance, raw, code):
+    assert_json_error(await fetch("POST", f"/{instance}/mcp/call", raw=raw), 400, code)
 
 
 @pytest.mark.parametrize("body,status,field", [
     ({}, 400, "name"), ({"name": ""}, 400, "name"), ({"name": 5}, 400, "name"),
     ({"name": "get_me", "arguments": []}, 400, "arguments"), ({"name": "no_such_tool"}, 404, "name"),
 ])
-def test_missing_or_wrong_fields(figma_service, instance, body, status, field, figma):
-    resp = http("POST", f"{figma_service.url}/{instance}/mcp/call", body)
+@pytest.mark.gen_test
+async def test_missing_or_wrong_fields(fetch, instance, body, status, field, figma):
+    resp = await fetch("POST", f"/{instance}/mcp/call", body)
     assert_json_error(resp, status)
     assert resp.json["error"]["field"] == field
     assert figma.recorded() == []
 
 
-def test_invalid_arguments_are_an_is_error_result_naming_the_field(figma_service, instance, figma):
-    resp = http("POST", f"{figma_service.url}/{instance}/mcp/call",
-                {"name": "render_images", "arguments": {"file_key": "abc", "ids": ["1:2"], "scale": 9}})
+@pytest.mark.gen_test
+async def test_invalid_arguments_are_an_is_error_result_naming_the_field(fetch, instance, figma):
+    resp = await fetch("POST", f"/{instance}/mcp/call",
+                       {"name": "render_images", "arguments": {"file_key": "abc", "ids": ["1:2"], "scale": 9}})
     assert resp.status == 200
     result = resp.json
     assert result["isError"] is True
@@ -101,10 +110,10 @@ def test_chunked_body_too_large_is_413(figma_service, instance):
     (429, {"Retry-After": "42", "X-Figma-Rate-Limit-Type": "low"}, "rate_limited", "42"),
     (500, {}, "upstream_unavailable", "try again"),
 ])
-def test_upstream_failures_become_is_error_results(figma_service, instance, figma, status, headers, code, words):
+@pytest.mark.gen_test
+async def test_upstream_failures_become_is_error_results(fetch, instance, figma, status, headers, code, words):
     figma.fail("/v1/files/abc", status, {"status": status, "err": "nope"}, headers)
-    resp = http("POST", f"{figma_service.url}/{instance}/mcp/call",
-                {"name": "get_file", "arguments": {"file_key": "abc"}})
+    resp = await fetch("POST", f"/{instance}/mcp/call", {"name": "get_file", "arguments": {"file_key": "abc"}})
     assert resp.status == 200
     result = resp.json
     assert result["isError"] is True
@@ -115,30 +124,24 @@ def test_upstream_failures_become_is_error_results(figma_service, instance, figm
         assert err["retry_after_s"] == 42 and err["rate_limit_type"] == "low"
 
 
-def test_unreachable_upstream_is_an_is_error_result(admin, env, tmp_path):
-    from services.figma import SERVICE
-    from tests.conftest import start_service
-    from tests.support import free_port
-
-    server, _ = start_service(SERVICE, {**env, "FIGMA_API_URL": f"http://127.0.0.1:{free_port()}"})
-    try:
-        iid = admin.create_instance()["instance_id"]
-        result = http("POST", f"{server.url}/{iid}/mcp/call", {"name": "get_me"}).json
-        assert result["isError"] is True and result["structuredContent"]["code"] == "unreachable"
-    finally:
-        server.stop()
+@pytest.mark.parametrize("overrides", [{"FIGMA_API_URL": f"http://127.0.0.1:{free_port()}"}], indirect=True)
+@pytest.mark.gen_test
+async def test_unreachable_upstream_is_an_is_error_result(fetch, instance):
+    result = (await fetch("POST", f"/{instance}/mcp/call", {"name": "get_me"})).json
+    assert result["isError"] is True and result["structuredContent"]["code"] == "unreachable"
 
 
-def test_direct_endpoint(figma_service, instance, figma):
-    ok = http("GET", f"{figma_service.url}/{instance}/api/files/abc123?depth=1")
+@pytest.mark.gen_test
+async def test_direct_endpoint(fetch, instance, figma):
+    ok = await fetch("GET", f"/{instance}/api/files/abc123?depth=1")
     assert ok.status == 200 and ok.json["name"] == "File abc123"
     [req] = figma.recorded("/v1/files/abc123")
     assert req.query == {"depth": "1"} and req.header("X-Figma-Token") == "figd_secret_value"
-    assert_json_error(http("GET", f"{figma_service.url}/{instance}/api/files/missing"), 404, "upstream_not_found")
-    assert_json_error(http("GET", f"{figma_service.url}/{instance}/api/files/abc?depth=x"), 400)
-    assert_json_error(http("GET", f"{figma_service.url}/{instance}/api/files/a.b"), 400)
+    assert_json_error(await fetch("GET", f"/{instance}/api/files/missing"), 404, "upstream_not_found")
+    assert_json_error(await fetch("GET", f"/{instance}/api/files/abc?depth=x"), 400)
+    assert_json_error(await fetch("GET", f"/{instance}/api/files/a.b"), 400)
     figma.fail("/v1/files/abc", 429, {"status": 429, "err": "Rate limit"}, {"Retry-After": "7"})
-    limited = http("GET", f"{figma_service.url}/{instance}/api/files/abc")
+    limited = await fetch("GET", f"/{instance}/api/files/abc")
     assert_json_error(limited, 429)
     assert limited.headers["retry-after"] == "7"
 
@@ -167,29 +170,24 @@ def padded_call(size: int) -> bytes:
     return call[:-1] + b" " * (size - len(call)) + b"}"
 
 
+@pytest.mark.parametrize("overrides", [{"MAX_BODY_BYTES": "2048"}], indirect=True)
 @pytest.mark.parametrize("framing", ["length", "chunked"])
-def test_the_configured_body_limit_is_the_one_applied(env, instance, figma, framing):
-    from services.figma import SERVICE
-    from tests.conftest import start_service
+@pytest.mark.gen_test
+async def test_the_configured_body_limit_is_the_one_applied(fetch, instance, figma, framing):
+    for size, status in [(3000, 413), (1500, 200)]:
+        body = padded_call(size)
+        assert len(body) == size
+        if framing == "chunked":  # no Content-Length: Tornado's client sends the chunks as they come
+            async def chunks(write, body=body):
+                await write(body[:1000])
+                await write(body[1000:])
 
-    server, _ = start_service(SERVICE, {**env, "MAX_BODY_BYTES": "2048"})
-    try:
-        for size, status in [(3000, 413), (1500, 200)]:
-            body = padded_call(size)
-            assert len(body) == size
-            conn = http_client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-            if framing == "chunked":
-                conn.request("POST", f"/{instance}/mcp/call", body=iter([body[:1000], body[1000:]]),
-                             encode_chunked=True, headers={"Content-Type": "application/json"})
-            else:
-                conn.request("POST", f"/{instance}/mcp/call", body=body, headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            answer = json.loads(resp.read())
-            conn.close()
-            assert resp.status == status, (size, answer)
-            if status == 413:
-                assert answer["error"]["code"] == "payload_too_large" and "2048" in answer["error"]["message"]
-            else:
-                assert answer["isError"] is False
-    finally:
-        server.stop()
+            resp = await fetch("POST", f"/{instance}/mcp/call", body_producer=chunks,
+                               headers={"Content-Type": "application/json"})
+        else:
+            resp = await fetch("POST", f"/{instance}/mcp/call", raw=body)
+        assert resp.status == status, (size, resp.body)
+        if status == 413:
+            assert resp.json["error"]["code"] == "payload_too_large" and "2048" in resp.json["error"]["message"]
+        else:
+            assert resp.json["isError"] is False

@@ -1,187 +1,196 @@
-"""A small JSON Schema validator for tool arguments, compiled once per schema.
+"""Tool-argument validation: JSON Schema Draft 2020-12 (MCP's default ``inputSchema`` dialect) by jsonschema-rs.
 
-Supports the subset tool schemas use: type (incl. lists and "integer"), properties, required,
-additionalProperties (bool or schema), enum, const, minimum/maximum, minLength/maxLength, pattern,
-items, minItems/maxItems, anyOf/oneOf. Errors name the offending field as a dotted path.
+A schema is checked against the 2020-12 meta-schema and compiled once (``compile_schema``); a schema
+that is not valid 2020-12 raises ``InvalidSchema`` naming the keyword, so a service with a broken tool
+refuses to start instead of accepting what it should refuse. A value that does not match raises
+``SchemaError`` with the offending field (``depth``, ``meta.x``, ``ids[2]``) and a sentence naming it.
 """
 
 from __future__ import annotations
 
-import re
+import json
 from collections.abc import Callable
 from typing import Any
 
-Check = Callable[[Any, str], None]
+import jsonschema_rs
+
+Check = Callable[[Any], None]
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+# Keywords whose members are named by the schema author (a property called "type" is not the keyword).
+_NAMED_MEMBERS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas",
+                            "dependentRequired"})
+_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
+# A value quoted in a message is cut here: arguments can be large, the sentence should stay readable.
+_QUOTE_LIMIT = 60
 
 
 class SchemaError(ValueError):
-    """The value does not match the schema. ``field`` is the dotted path of the offending value."""
+    """The value does not match the schema. ``field`` is the path of the offending value ("" for the whole)."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}" if field else message)
+        super().__init__(message)
         self.field = field
         self.reason = message
 
 
-def _is_integer(value: Any) -> bool:
-    return (isinstance(value, int) and not isinstance(value, bool)) or (
-        isinstance(value, float) and value.is_integer())
+class InvalidSchema(ValueError):
+    """The schema itself is not valid JSON Schema 2020-12; ``keyword`` and ``location`` say where."""
+
+    def __init__(self, keyword: str, location: str, problem: str) -> None:
+        super().__init__(f"keyword {keyword!r} at {location or '/'}: {problem}")
+        self.keyword = keyword
+        self.location = location
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _pointer(path: list[str | int]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
-_TYPE_TESTS: dict[str, Callable[[Any], bool]] = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "boolean": lambda v: isinstance(v, bool),
-    "integer": _is_integer,
-    "number": _is_number,
-    "null": lambda v: v is None,
-}
+def _keyword(path: list[str | int]) -> str:
+    """The keyword a meta-schema error is about: the last segment that is not a name the author chose."""
+    for i in range(len(path) - 1, -1, -1):
+        seg = path[i]
+        if isinstance(seg, str) and not (i > 0 and path[i - 1] in _NAMED_MEMBERS):
+            return seg
+    return "$schema" if not path else str(path[0])
 
 
-def _is_type(value: Any, t: str) -> bool:
-    test = _TYPE_TESTS.get(t)
-    return test is None or test(value)
+def compile_schema(schema: Any) -> Check:
+    """Return check(value) that raises SchemaError on a mismatch; raise InvalidSchema if the schema is broken."""
+    if not isinstance(schema, dict):
+        # MCP requires an object schema for tool input; ``false`` or ``true`` alone is not one.
+        raise InvalidSchema("type", "", f"the schema must be a JSON object, not {json.dumps(schema)}")
+    if schema.get("type") != "object":
+        raise InvalidSchema("type", "/type", 'a tool\'s input schema must say "type": "object" (MCP requires it)')
+    declared = schema.get("$schema", DIALECT)
+    if declared not in (DIALECT, DIALECT + "#"):
+        raise InvalidSchema("$schema", "/$schema", f"only JSON Schema 2020-12 ({DIALECT}) is supported")
+    try:
+        # offline: a $ref to a URL must not make the service fetch it (or hang) at start.
+        validator = jsonschema_rs.Draft202012Validator(schema, offline=True)
+    except jsonschema_rs.ValidationError as e:
+        path = list(e.instance_path)
+        if _kind(e) == "Referencing":
+            # An unresolvable $ref is reported without a location; the message names the target.
+            raise InvalidSchema("$ref", "", e.message.splitlines()[0]) from None
+        keyword, problem = _keyword(path), e.message.splitlines()[0]
+        if keyword == "type" and path and path[-1] == "type":
+            # The meta-schema's own wording ("not valid under any of the schemas listed in anyOf") helps nobody.
+            what = "a list of JSON Schema types" if isinstance(e.instance, list) else "a JSON Schema type"
+            problem = f"{json.dumps(e.instance)} is not {what} ({', '.join(_TYPES)})"
+        raise InvalidSchema(keyword, _pointer(path), problem) from None
+    except jsonschema_rs.ReferencingError as e:
+        raise InvalidSchema("$ref", "", str(e).splitlines()[0]) from None
+    except ValueError as e:  # a value JSON cannot hold (a set, a NaN), so no keyword to name
+        raise InvalidSchema("(value)", "", str(e).splitlines()[0]) from None
 
+    is_valid = validator.is_valid
 
-def _join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
-
-
-def compile_schema(schema: dict[str, Any]) -> Check:
-    """Return check(value, path) that raises SchemaError on the first mismatch."""
-    checks: list[Check] = []
-    t = schema.get("type")
-    if t is not None:
-        types = [t] if isinstance(t, str) else list(t)
-        label = " or ".join(types)
-        if len(types) == 1:
-            test = _TYPE_TESTS.get(types[0], lambda v: True)  # the usual case, checked on every call
-
-            def check_type(v: Any, p: str) -> None:
-                if not test(v):
-                    raise SchemaError(p, f"must be of type {label}")
-        else:
-            def check_type(v: Any, p: str) -> None:
-                if not any(_is_type(v, x) for x in types):
-                    raise SchemaError(p, f"must be of type {label}")
-
-        checks.append(check_type)
-    if "enum" in schema:
-        allowed = list(schema["enum"])
-
-        def check_enum(v: Any, p: str) -> None:
-            # True == 1 in Python; JSON Schema keeps booleans and numbers apart.
-            if not any(v == a and isinstance(v, bool) == isinstance(a, bool) for a in allowed):
-                raise SchemaError(p, "must be one of " + ", ".join(repr(a) for a in allowed))
-
-        checks.append(check_enum)
-    if "const" in schema:
-        const = schema["const"]
-
-        def check_const(v: Any, p: str) -> None:
-            if v != const:
-                raise SchemaError(p, f"must be {const!r}")
-
-        checks.append(check_const)
-    for key, op, word in (("minimum", float.__lt__, "at least"), ("maximum", float.__gt__, "at most")):
-        if key in schema:
-            bound = float(schema[key])
-
-            def check_bound(v: Any, p: str, bound: float = bound, op: Any = op, word: str = word) -> None:
-                if isinstance(v, int | float) and not isinstance(v, bool) and op(float(v), bound):
-                    raise SchemaError(p, f"must be {word} {bound:g}")
-
-            checks.append(check_bound)
-    for key, cmp, word in (("minLength", int.__lt__, "at least"), ("maxLength", int.__gt__, "at most")):
-        if key in schema:
-            n = int(schema[key])
-
-            def check_len(v: Any, p: str, n: int = n, cmp: Any = cmp, word: str = word) -> None:
-                if isinstance(v, str) and cmp(len(v), n):
-                    raise SchemaError(p, f"must be {word} {n} characters long")
-
-            checks.append(check_len)
-    if "pattern" in schema:
-        rx = re.compile(schema["pattern"])
-        # ECMA's "$" matches only at the very end; Python's also before a final newline.
-        anchored = rx.pattern.endswith("$") and not rx.pattern.endswith("\\$")
-
-        def check_pattern(v: Any, p: str) -> None:
-            if not isinstance(v, str):
-                return
-            m = rx.search(v)
-            if m is None or (anchored and m.end() != len(v)):
-                raise SchemaError(p, f"must match {rx.pattern!r}")
-
-        checks.append(check_pattern)
-    for key, cmp, word in (("minItems", int.__lt__, "at least"), ("maxItems", int.__gt__, "at most")):
-        if key in schema:
-            n = int(schema[key])
-
-            def check_items_len(v: Any, p: str, n: int = n, cmp: Any = cmp, word: str = word) -> None:
-                if isinstance(v, list) and cmp(len(v), n):
-                    raise SchemaError(p, f"must have {word} {n} items")
-
-            checks.append(check_items_len)
-    if isinstance(schema.get("items"), dict):
-        item_check = compile_schema(schema["items"])
-
-        def check_items(v: Any, p: str) -> None:
-            if isinstance(v, list):
-                for i, item in enumerate(v):
-                    item_check(item, _join(p, i))
-
-        checks.append(check_items)
-    props: dict[str, Check] = {k: compile_schema(s) for k, s in (schema.get("properties") or {}).items()}
-    required = list(schema.get("required") or [])
-    extra = schema.get("additionalProperties", True)
-    extra_check = compile_schema(extra) if isinstance(extra, dict) else None
-    if props or required or extra is not True:
-
-        def check_object(v: Any, p: str) -> None:
-            if not isinstance(v, dict):
-                return
-            for name in required:
-                if name not in v:
-                    raise SchemaError(_join(p, name), "is required")
-            for name, value in v.items():
-                sub = props.get(name)
-                if sub is not None:
-                    sub(value, _join(p, name))
-                elif extra is False:
-                    raise SchemaError(_join(p, name), "is not an accepted argument")
-                elif extra_check is not None:
-                    extra_check(value, _join(p, name))
-
-        checks.append(check_object)
-    for key in ("anyOf", "oneOf"):
-        if key in schema:
-            alternatives = [compile_schema(s) for s in schema[key]]
-
-            def check_any(v: Any, p: str, alternatives: list[Check] = alternatives) -> None:
-                errors: list[SchemaError] = []
-                for alt in alternatives:
-                    try:
-                        alt(v, p)
-                        return
-                    except SchemaError as e:
-                        errors.append(e)
-                raise errors[0]
-
-            checks.append(check_any)
-
-    if len(checks) == 1:
-        return checks[0]
-
-    def check(value: Any, path: str = "") -> None:
-        for c in checks:
-            c(value, path)
+    def check(value: Any) -> None:
+        # The valid case (nearly every call) takes the fast path, which builds no error objects.
+        if is_valid(value):
+            return
+        error = next(iter(validator.iter_errors(value)), None)
+        if error is not None:
+            raise describe(error)
 
     return check
+
+
+def field_name(path: list[str | int] | tuple[str | int, ...]) -> str:
+    """``["meta", "x"]`` -> ``meta.x``; ``["ids", 2]`` -> ``ids[2]``."""
+    out = ""
+    for seg in path:
+        if isinstance(seg, int):
+            out += f"[{seg}]"
+        else:
+            out = f"{out}.{seg}" if out else seg
+    return out
+
+
+def _quote(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= _QUOTE_LIMIT else text[:_QUOTE_LIMIT - 3] + "..."
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _kind(error: Any) -> str:
+    # The class name, not ``kind.name``: that calls both oneOf failures "oneOf".
+    return type(error.kind).__name__
+
+
+def _sentence(kind: str, details: dict[str, Any], error: Any) -> str:
+    """What is wrong, as the rest of a sentence whose subject is the field."""
+    if kind == "Type":
+        return "must be of type " + " or ".join(details["types"])
+    if kind == "Enum":
+        return "must be one of " + ", ".join(_quote(v) for v in details["options"])
+    if kind == "Constant":
+        return f"must be {_quote(details['expected_value'])}"
+    if kind in ("Minimum", "Maximum", "ExclusiveMinimum", "ExclusiveMaximum"):
+        word = {"Minimum": "at least", "Maximum": "at most", "ExclusiveMinimum": "greater than",
+                "ExclusiveMaximum": "less than"}[kind]
+        return f"must be {word} {_number(details['limit'])}"
+    if kind == "MultipleOf":
+        return f"must be a multiple of {_number(details['multiple_of'])}"
+    if kind in ("MinLength", "MaxLength"):
+        return f"must be {'at least' if kind == 'MinLength' else 'at most'} {details['limit']} characters long"
+    if kind == "Pattern":
+        return f"must match {details['pattern']!r}"
+    if kind in ("MinItems", "MaxItems"):
+        return f"must have {'at least' if kind == 'MinItems' else 'at most'} {details['limit']} items"
+    if kind in ("MinProperties", "MaxProperties"):
+        return f"must have {'at least' if kind == 'MinProperties' else 'at most'} {details['limit']} properties"
+    if kind == "UniqueItems":
+        return "must not contain the same item twice"
+    if kind == "Contains":
+        return "must contain at least one matching item"
+    if kind == "Not":
+        return f"must not match {_quote(details['schema'])}"
+    if kind == "FalseSchema":
+        return "is not accepted"
+    if kind == "OneOfMultipleValid":
+        return "matches more than one of the accepted forms; it must match exactly one"
+    if kind == "Format":
+        return f"must be a valid {details.get('format', 'value')}"
+    return "is not valid: " + error.message[:200]
+
+
+def _first(alternatives: list[list[Any]]) -> list[Any]:
+    return [errors[0] for errors in alternatives if errors]
+
+
+def describe(error: Any) -> SchemaError:
+    """The SchemaError for one jsonschema-rs error: the field from its instance path, and a sentence."""
+    path = list(error.instance_path)
+    kind = _kind(error)
+    details = error.kind.as_dict()
+    if kind == "Required":
+        field = field_name([*path, details["property"]])
+        return SchemaError(field, f"{field} is required")
+    if kind in ("AdditionalProperties", "UnevaluatedProperties"):
+        field = field_name([*path, details["unexpected"][0]])
+        return SchemaError(field, f"{field} is not an accepted argument")
+    if kind in ("AdditionalItems", "UnevaluatedItems"):
+        field = field_name(path)
+        return SchemaError(field, f"{field or 'the arguments'} has more items than accepted")
+    if kind == "PropertyNames":
+        inner = details["error"]
+        name = inner.instance
+        field = field_name([*path, name]) if isinstance(name, str) else field_name(path)
+        return SchemaError(field, f"the name of {field} {_sentence(_kind(inner), inner.kind.as_dict(), inner)}")
+    if kind in ("AnyOf", "OneOfNotValid"):
+        # Name the field the alternatives agree on (often one property missing in every one of them).
+        alternatives = [describe(e) for e in _first(details["context"])]
+        if alternatives and all(a.reason.endswith(" is required") for a in alternatives):
+            names = [a.field for a in alternatives]
+            return SchemaError(names[0], f"one of {', '.join(names)} is required")
+        field = field_name(path)
+        reasons = "; or ".join(a.reason for a in alternatives)
+        return SchemaError(field, f"{field or 'the arguments'} matches none of the accepted forms: {reasons}")
+    field = field_name(path)
+    return SchemaError(field, f"{field or 'the arguments'} {_sentence(kind, details, error)}")

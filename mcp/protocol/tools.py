@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from mcp.errors import BadRequest, NotFound, ToolError, UpstreamError
-from mcp.protocol.schema import Check, SchemaError, compile_schema
+from mcp.protocol.schema import Check, InvalidSchema, SchemaError, compile_schema
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,20 @@ def data_result(data: Any) -> dict[str, Any]:
     return text_result(json.dumps(data, ensure_ascii=False), is_error=False, structured=data)
 
 
+class InvalidToolSchema(ValueError):
+    """A tool's inputSchema is not valid JSON Schema 2020-12: the service must not start with it.
+
+    A ValueError, so the app factory reports it as a configuration error (exit 78) with this message.
+    """
+
+    def __init__(self, tool: str, error: InvalidSchema) -> None:
+        super().__init__(f"tool {tool!r} has an invalid inputSchema: {error}")
+        self.tool = tool
+        self.keyword = error.keyword
+
+
 class ToolRegistry:
-    """A service's tools by name, with input schemas compiled once."""
+    """A service's tools by name, with input schemas checked and compiled once, when the service is built."""
 
     def __init__(self, tools: Iterable[Tool]) -> None:
         self._tools: dict[str, Tool] = {}
@@ -107,7 +119,10 @@ class ToolRegistry:
             if tool.name in self._tools:
                 raise ValueError(f"tool {tool.name!r} is defined twice")
             self._tools[tool.name] = tool
-            self._checks[tool.name] = compile_schema(tool.input_schema)
+            try:
+                self._checks[tool.name] = compile_schema(tool.input_schema)
+            except InvalidSchema as e:
+                raise InvalidToolSchema(tool.name, e) from None
             self._integer_fields[tool.name] = tuple(
                 name for name, prop in (tool.input_schema.get("properties") or {}).items()
                 if isinstance(prop, dict) and prop.get("type") == "integer")
@@ -137,7 +152,7 @@ class ToolRegistry:
             arguments = {}
         if not isinstance(arguments, dict):
             raise BadRequest("'arguments' must be a JSON object", field="arguments")
-        self._checks[tool.name](arguments, "")
+        self._checks[tool.name](arguments)
         # JSON Schema counts 3.0 as an integer; handlers (and upstream URLs) must get 3, not 3.0.
         floats = [k for k in self._integer_fields[tool.name] if isinstance(arguments.get(k), float)]
         if floats:
