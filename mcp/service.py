@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mcp.ports import port_env
+
 if TYPE_CHECKING:
     from mcp.protocol.tools import Tool
     from mcp.server.upstream import UpstreamHTTP
@@ -115,6 +117,9 @@ class Service:
     upstream_url_env: str
     upstream_default_url: str
     routes: Sequence[tuple[str, type, dict[str, Any]] | tuple[str, type]] = field(default_factory=tuple)
+    # Error codes of the upstream's own vocabulary that the client reports (Slack's "channel_not_found"),
+    # beyond the common ones of mcp.server.upstream; metrics label any other code "other".
+    upstream_error_codes: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -132,5 +137,5 @@ class Service:
 
     @property
     def port_env(self) -> str:
-        """The variable that overrides the port (tests); honcho's $PORT is deliberately ignored."""
-        return f"{self.config.name.upper().replace('-', '_')}_PORT"
+        """The variable that overrides the port (tests, side-by-side runs); honcho's $PORT is deliberately ignored."""
+        return port_env(self.config.name)

@@ -1,7 +1,9 @@
 """The HTTP seam to upstream APIs: one aiohttp session per process, one base URL per service.
 
 A service's client (``services/<name>/api.py``) wraps ``UpstreamHTTP`` with its auth headers and
-its error vocabulary. Network failures are turned into ``UpstreamError`` here, once for all.
+its error vocabulary. Network failures are turned into ``UpstreamError`` here, once for all;
+``json_answer`` turns an answer into its JSON body or an ``UpstreamError``, including for APIs that
+report failures inside a 200 body (Slack's ``ok: false``, GraphQL's ``errors``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import asyncio
 import email.utils
 import json
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -165,3 +167,64 @@ def _param(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
+
+
+# What an API said went wrong inside a 2xx answer's JSON body, or None when the body is a success.
+InBodyError = Callable[[Any], str | None]
+# Builds the UpstreamError for a failed answer from the answer and its parsed body (None: not JSON).
+ErrorBuilder = Callable[[UpstreamResponse, Any], UpstreamError]
+
+
+def json_answer(resp: UpstreamResponse, upstream: str, *, in_body_error: InBodyError | None = None,
+                error: ErrorBuilder | None = None) -> Any:
+    """The JSON body of a successful answer; any other answer raises an UpstreamError.
+
+    An answer fails when its status is not 2xx, when its body is not JSON (an empty 2xx body is
+    ``{}``), or when ``in_body_error(body)`` names a failure: the hook for APIs that answer 200 with
+    the error inside (Slack's ``ok: false``, GraphQL's ``errors``). ``error(resp, body)`` builds the
+    UpstreamError in the service's own words; without it ``default_error`` does.
+    """
+    body = resp.json()
+    if resp.ok and body is None and not resp.body:
+        body = {}
+    said = None
+    if resp.ok and body is not None:
+        said = in_body_error(body) if in_body_error is not None else None
+        if said is None:
+            return body
+    if error is not None:
+        raise error(resp, body)
+    raise default_error(resp, upstream, said)
+
+
+def default_error(resp: UpstreamResponse, upstream: str, said: str | None = None) -> UpstreamError:
+    """An UpstreamError for a failed answer, for a service with no error vocabulary of its own.
+
+    ``said`` is the failure found inside a 2xx body. The status picks the code a direct endpoint
+    maps (404 stays 404, 429 carries Retry-After); the message tells a person what to do next.
+    """
+    status = resp.status
+    if said is not None:
+        return UpstreamError(upstream, f"{upstream} refused the request: {said[:300]}", status=status,
+                             code="upstream_error")
+    if resp.ok:
+        return UpstreamError(upstream, f"{upstream} answered with something that is not JSON", status=status,
+                             code="bad_response")
+    if status == 429:
+        retry = parse_retry_after(resp.headers.get("Retry-After"))
+        wait = f"retry after {retry} s" if retry is not None else "retry later"
+        return UpstreamError(upstream, f"{upstream} rate limit reached; {wait}", status=status,
+                             code="rate_limited", retry_after_s=retry)
+    code, hint = _STATUS_HINTS.get(status, ("upstream_error", "check the arguments"))
+    if status >= 500:
+        code, hint = "upstream_unavailable", "try again later"
+    return UpstreamError(upstream, f"{upstream} answered HTTP {status}; {hint}", status=status, code=code)
+
+
+_STATUS_HINTS: dict[int, tuple[str, str]] = {
+    400: ("bad_request", "check the arguments"),
+    401: ("unauthorized", "replace this instance's credentials"),
+    403: ("forbidden", "the credentials lack access to this; check their scopes"),
+    404: ("not_found", "check the ids in the arguments"),
+}
+

@@ -10,9 +10,10 @@ import tornado.web
 
 from mcp.config import ConfigError, load_settings
 from mcp.server.base import MetricsHandler, NotFoundHandler, request_logger
+from mcp.server.metrics import Metrics
 from mcp.server.serve import EXIT_CONFIG, EXIT_PORT_IN_USE, PortInUse, configure_logging, serve
 from mcp.tenancy.database import Database
-from services.api import API_PORT
+from services.api import API_NAME, API_PORT
 from services.api.handlers import (
     ApiRuntime,
     HealthHandler,
@@ -59,7 +60,8 @@ def create_runtime(settings_env: dict[str, str] | None = None) -> ApiRuntime:
     port = int(settings.get("API_PORT") or API_PORT)
     db = Database(settings.database_url, settings.embedded_url_file, timeout_s=settings.db_timeout_s,
                   max_size=settings.db_pool_max, application_name="mcp-api")
-    runtime = ApiRuntime(settings=settings, db=db, cipher=settings.cipher(), port=port)
+    runtime = ApiRuntime(settings=settings, db=db, cipher=settings.cipher(), port=port,
+                         metrics=Metrics(API_NAME, settings.get("PROMETHEUS_MULTIPROC_DIR") or None))
     runtime.connections.register(runtime.metrics)
     return runtime
 

@@ -15,6 +15,8 @@ import aiohttp
 
 from mcp.config import Settings
 from mcp.errors import BadRequest, NotFound, Unauthorized
+from mcp.formation.health import probe as probe_health
+from mcp.ports import service_port
 from mcp.server.base import BaseHandler, InFlight
 from mcp.server.connections import ConnectionStats
 from mcp.server.metrics import Metrics
@@ -33,6 +35,7 @@ _SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 # Credentials are sent upstream as HTTP header values, which cannot hold control characters.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 STATUSES = ("active", "inactive", "expired")
+SERVICE_PROBE_TIMEOUT_S = 1.5
 
 
 @dataclass
@@ -52,18 +55,29 @@ class ApiRuntime:
         self.session = make_session(5.0)
 
     async def stop(self) -> None:
+        self.metrics.close()
         await self.db.close()
         if self.session is not None:
             await self.session.close()
             self.session = None
 
+    def service_port(self, service: str, port: int) -> int:
+        """The port the service listens on: its <NAME>_PORT override in this environment, else the catalog's.
+
+        A malformed override keeps the catalog's port: the service itself refuses to start with it.
+        """
+        try:
+            return service_port(service, port, self.settings.environ or {})
+        except ValueError:
+            return port
+
     def instance_urls(self, service: str, port: int, instance_id: uuid.UUID | str) -> dict[str, str]:
-        """Where a client reaches the instance: through PUBLIC_URL (nginx) when set, else the port."""
+        """Where a client reaches the instance: through PUBLIC_URL (nginx) when set, else the port it runs on."""
         if self.settings.public_url:
             base = f"{self.settings.public_url}/{service}/{instance_id}"
         else:
             host = self.settings.bind_host if self.settings.bind_host not in ("0.0.0.0", "::") else "127.0.0.1"
-            base = f"http://{host}:{port}/{instance_id}"
+            base = f"http://{host}:{self.service_port(service, port)}/{instance_id}"
         return {"base": base, "health": f"{base}/health", "tools": f"{base}/mcp/tools", "call": f"{base}/mcp/call",
                 "mcp": f"{base}/mcp"}
 
@@ -170,18 +184,14 @@ class HealthHandler(ApiHandler):
         })
 
 
-async def probe(session: aiohttp.ClientSession, port: int) -> dict[str, Any]:
-    """A service's live /health, or why it could not be had."""
-    started = time.perf_counter()
-    try:
-        async with session.get(f"http://127.0.0.1:{port}/health", timeout=aiohttp.ClientTimeout(total=1.5)) as r:
-            body = await r.json(content_type=None)
-            ok = r.status == 200 and isinstance(body, dict) and body.get("status") == "healthy"
-            return {"status": "healthy" if ok else "unhealthy", "http_status": r.status,
-                    "latency_ms": round(1000 * (time.perf_counter() - started), 1),
-                    "uptime": body.get("uptime") if isinstance(body, dict) else None}
-    except (TimeoutError, aiohttp.ClientError, ValueError) as e:
-        return {"status": "unreachable", "reason": type(e).__name__}
+async def probe(port: int) -> dict[str, Any]:
+    """A service's live /health, judged by the formation's one probe (mcp.formation.health), or why it could
+    not be had."""
+    health = await probe_health(f"http://127.0.0.1:{port}/health", SERVICE_PROBE_TIMEOUT_S)
+    if health.http_status is None:
+        return {"status": "unreachable", "reason": health.error}
+    return {"status": "healthy" if health.healthy else "unhealthy", "http_status": health.http_status,
+            "latency_ms": health.latency_ms, "uptime": (health.body or {}).get("uptime")}
 
 
 class ServicesHandler(ApiHandler):
@@ -190,8 +200,8 @@ class ServicesHandler(ApiHandler):
     async def get(self) -> None:
         async with self.runtime.db.connection() as conn:
             rows = await store.catalog(conn)
-        assert self.runtime.session is not None
-        healths = await asyncio.gather(*(probe(self.runtime.session, r["port"]) for r in rows))
+        rows = [{**r, "port": self.runtime.service_port(r["name"], r["port"])} for r in rows]
+        healths = await asyncio.gather(*(probe(self.runtime.service_port(r["name"], r["port"])) for r in rows))
         self.write_json({"services": [{**r, "health": h} for r, h in zip(rows, healths, strict=True)]})
 
 

@@ -8,7 +8,7 @@ from mcp.errors import BadRequest
 from mcp.server.endpoints import InstanceHandler
 
 _FILE_KEY = re.compile(r"[A-Za-z0-9]{1,64}")  # fullmatch: "$" would also match before a final "\n"
-# ASCII digits: str.isdigit() also accepts "²", which int() refuses (a 500 before).
+# ASCII digits only: str.isdigit() also accepts "²", which int() refuses, so depth=² must be a 400 here.
 _DEPTH = re.compile(r"[0-9]{1,2}")
 
 

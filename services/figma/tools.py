@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mcp.protocol.schemas import ANY_OBJECT, object_schema
 from mcp.protocol.tools import Tool
 from services.figma.api import FigmaClient
 
@@ -15,11 +16,6 @@ NODE_IDS = {"type": "array", "minItems": 1, "maxItems": 200,
 DEPTH = {"type": "integer", "minimum": 1, "maximum": 10,
          "description": "How many levels of the document tree to return (1 = pages only)"}
 PLAIN_ID = {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"}
-OBJECT = {"type": "object"}
-
-
-def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    return {"type": "object", "properties": props, "required": required or [], "additionalProperties": False}
 
 
 async def get_me(figma: FigmaClient, args: dict[str, Any]) -> Any:
@@ -66,42 +62,46 @@ async def list_project_files(figma: FigmaClient, args: dict[str, Any]) -> Any:
 
 TOOLS = [
     Tool("get_me", "The Figma user this instance's token belongs to (id, handle, email).",
-         _obj({}), get_me, OBJECT, title="Current Figma user"),
+         object_schema({}), get_me, ANY_OBJECT, title="Current Figma user"),
     Tool("get_file", "A Figma file's document tree, components and styles. Use depth to keep it small "
          "(default 2: pages and their top-level frames); pass ids to fetch only some nodes.",
-         _obj({"file_key": FILE_KEY, "depth": DEPTH, "ids": NODE_IDS,
-               "version": {"type": "string", "maxLength": 64, "description": "A version id from get_file_versions"}},
-              ["file_key"]),
-         get_file, OBJECT, title="Get file"),
+         object_schema({"file_key": FILE_KEY, "depth": DEPTH, "ids": NODE_IDS,
+                        "version": {"type": "string", "maxLength": 64,
+                                    "description": "A version id from get_file_versions"}},
+                       ["file_key"]),
+         get_file, ANY_OBJECT, title="Get file"),
     Tool("get_file_nodes", "Specific nodes of a Figma file (and their subtrees), by node id.",
-         _obj({"file_key": FILE_KEY, "ids": NODE_IDS, "depth": DEPTH}, ["file_key", "ids"]),
-         get_file_nodes, OBJECT, title="Get file nodes"),
+         object_schema({"file_key": FILE_KEY, "ids": NODE_IDS, "depth": DEPTH}, ["file_key", "ids"]),
+         get_file_nodes, ANY_OBJECT, title="Get file nodes"),
     Tool("render_images", "Render nodes of a Figma file as images; returns a URL per node id (URLs expire "
          "after 30 days). For large frames lower the scale or render fewer ids.",
-         _obj({"file_key": FILE_KEY, "ids": NODE_IDS,
-               "format": {"type": "string", "enum": ["png", "jpg", "svg", "pdf"], "description": "Default png"},
-               "scale": {"type": "number", "minimum": 0.01, "maximum": 4, "description": "Default 1"}},
-              ["file_key", "ids"]),
-         render_images, OBJECT, title="Render images"),
+         object_schema({"file_key": FILE_KEY, "ids": NODE_IDS,
+                        "format": {"type": "string", "enum": ["png", "jpg", "svg", "pdf"],
+                                   "description": "Default png"},
+                        "scale": {"type": "number", "minimum": 0.01, "maximum": 4, "description": "Default 1"}},
+                       ["file_key", "ids"]),
+         render_images, ANY_OBJECT, title="Render images"),
     Tool("get_image_fills", "Download URLs for every image used as a fill in a Figma file, by image ref.",
-         _obj({"file_key": FILE_KEY}, ["file_key"]), get_image_fills, OBJECT, title="Get image fills"),
+         object_schema({"file_key": FILE_KEY}, ["file_key"]), get_image_fills, ANY_OBJECT, title="Get image fills"),
     Tool("get_file_versions", "The version history of a Figma file (newest first).",
-         _obj({"file_key": FILE_KEY}, ["file_key"]), get_file_versions, OBJECT, title="Get file versions"),
+         object_schema({"file_key": FILE_KEY}, ["file_key"]), get_file_versions, ANY_OBJECT, title="Get file versions"),
     Tool("list_comments", "The comments on a Figma file.",
-         _obj({"file_key": FILE_KEY, "as_md": {"type": "boolean", "description": "Return messages as Markdown"}},
-              ["file_key"]),
-         list_comments, OBJECT, title="List comments"),
+         object_schema({"file_key": FILE_KEY,
+                        "as_md": {"type": "boolean", "description": "Return messages as Markdown"}},
+                       ["file_key"]),
+         list_comments, ANY_OBJECT, title="List comments"),
     Tool("post_comment", "Post a comment on a Figma file, optionally pinned to a position or node "
          "(client_meta) or as a reply (comment_id).",
-         _obj({"file_key": FILE_KEY, "message": {"type": "string", "minLength": 1, "maxLength": 10000},
-               "client_meta": {"type": "object", "description": "Figma Vector {x, y} or FrameOffset "
-                                                               "{node_id, node_offset}"},
-               "comment_id": {"type": "string", "pattern": r"^[0-9]{1,32}$",
-                              "description": "Reply to this comment"}},
-              ["file_key", "message"]),
-         post_comment, OBJECT, title="Post comment", read_only=False),
+         object_schema({"file_key": FILE_KEY, "message": {"type": "string", "minLength": 1, "maxLength": 10000},
+                        "client_meta": {"type": "object", "description": "Figma Vector {x, y} or FrameOffset "
+                                                                        "{node_id, node_offset}"},
+                        "comment_id": {"type": "string", "pattern": r"^[0-9]{1,32}$",
+                                       "description": "Reply to this comment"}},
+                       ["file_key", "message"]),
+         post_comment, ANY_OBJECT, title="Post comment", read_only=False),
     Tool("list_team_projects", "The projects of a Figma team the token can see (team id from the team URL).",
-         _obj({"team_id": PLAIN_ID}, ["team_id"]), list_team_projects, OBJECT, title="List team projects"),
+         object_schema({"team_id": PLAIN_ID}, ["team_id"]), list_team_projects, ANY_OBJECT, title="List team projects"),
     Tool("list_project_files", "The files in a Figma project.",
-         _obj({"project_id": PLAIN_ID}, ["project_id"]), list_project_files, OBJECT, title="List project files"),
+         object_schema({"project_id": PLAIN_ID}, ["project_id"]), list_project_files, ANY_OBJECT,
+         title="List project files"),
 ]

@@ -7,6 +7,7 @@ import binascii
 from typing import Any
 
 from mcp.errors import ToolError
+from mcp.protocol.schemas import object_schema, output_schema
 from mcp.protocol.tools import Tool
 from services.github.api import GitHubClient
 
@@ -32,7 +33,6 @@ MAX_ITEMS = {"type": "integer", "minimum": 1, "maximum": 1000,
 LOGIN = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"}
 STATE = {"type": "string", "enum": ["open", "closed", "all"], "description": "Default open"}
 DIRECTION = {"type": "string", "enum": ["asc", "desc"], "description": "Default desc"}
-OBJECT = {"type": "object"}
 PAGE_FIELDS = {"count": {"type": "integer"}, "has_more": {"type": "boolean"},
                "next_page": {"type": ["integer", "null"]}, "next_page_skip": {"type": "integer"},
                "pages_fetched": {"type": "integer"}}
@@ -43,14 +43,6 @@ DEFAULT_MAX_ITEMS = 100
 SEARCH_RESULT_CAP = 1000
 PR_FILES_CAP = 300
 PATCH_CAP = 20000
-
-
-def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    return {"type": "object", "properties": props, "required": required or [], "additionalProperties": False}
-
-
-def _out(props: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": props}
 
 
 def _login(user: Any) -> str | None:
@@ -243,112 +235,114 @@ async def create_pull_request(gh: GitHubClient, args: dict[str, Any]) -> Any:
     return shape_pull(await gh.create_pull(args["owner"], args["repo"], body), full=True)
 
 
-ISSUE_OUT = _out({"number": {"type": "integer"}, "title": {"type": "string"}, "state": {"type": "string"},
-                  "html_url": {"type": "string"}, "user": {"type": ["string", "null"]},
-                  "labels": {"type": "array"}, "assignees": {"type": "array"}})
-PULL_OUT = _out({"number": {"type": "integer"}, "title": {"type": "string"}, "state": {"type": "string"},
-                 "html_url": {"type": "string"}, "head": {"type": ["object", "null"]},
-                 "base": {"type": ["object", "null"]}})
+ISSUE_OUT = output_schema({"number": {"type": "integer"}, "title": {"type": "string"}, "state": {"type": "string"},
+                           "html_url": {"type": "string"}, "user": {"type": ["string", "null"]},
+                           "labels": {"type": "array"}, "assignees": {"type": "array"}})
+PULL_OUT = output_schema({"number": {"type": "integer"}, "title": {"type": "string"}, "state": {"type": "string"},
+                          "html_url": {"type": "string"}, "head": {"type": ["object", "null"]},
+                          "base": {"type": ["object", "null"]}})
 
 TOOLS = [
     Tool("get_me", "The GitHub account this instance's token belongs to (login, id, name, ...).",
-         _obj({}), get_me, _out({"login": {"type": "string"}, "id": {"type": "integer"}}),
+         object_schema({}), get_me, output_schema({"login": {"type": "string"}, "id": {"type": "integer"}}),
          title="Current GitHub user"),
     Tool("search_repositories",
          "Search GitHub repositories with GitHub's search syntax, e.g. \"language:python stars:>1000 mcp\" or "
          "\"org:github topic:cli\". Returns one page; use next_page to go on (only the first 1000 results "
          "are reachable).",
-         _obj({"query": {"type": "string", "minLength": 1, "maxLength": 256,
-                         "description": "Search keywords and qualifiers (max 256 characters)"},
-               "sort": {"type": "string", "enum": ["stars", "forks", "help-wanted-issues", "updated"],
-                        "description": "Default: best match"},
-               "order": DIRECTION, "page": {**PAGE, "maximum": 1000}, "per_page": PER_PAGE},
-              ["query"]),
+         object_schema({"query": {"type": "string", "minLength": 1, "maxLength": 256,
+                                  "description": "Search keywords and qualifiers (max 256 characters)"},
+                        "sort": {"type": "string", "enum": ["stars", "forks", "help-wanted-issues", "updated"],
+                                 "description": "Default: best match"},
+                        "order": DIRECTION, "page": {**PAGE, "maximum": 1000}, "per_page": PER_PAGE},
+                       ["query"]),
          search_repositories,
-         _out({"total_count": {"type": "integer"}, "has_more": {"type": "boolean"},
-               "next_page": {"type": ["integer", "null"]}, "items": {"type": "array"}}),
+         output_schema({"total_count": {"type": "integer"}, "has_more": {"type": "boolean"},
+                        "next_page": {"type": ["integer", "null"]}, "items": {"type": "array"}}),
          title="Search repositories"),
     Tool("get_file_contents",
          "A file's text, or a directory's entries, from a GitHub repository at a branch, tag or commit. "
          "Binary files come back base64-encoded; files over 1 MB only with their download_url.",
-         _obj({"owner": OWNER, "repo": REPO, "path": FILE_PATH, "ref": REF}, ["owner", "repo"]),
+         object_schema({"owner": OWNER, "repo": REPO, "path": FILE_PATH, "ref": REF}, ["owner", "repo"]),
          get_file_contents,
-         _out({"type": {"type": "string"}, "path": {"type": "string"}, "content": {"type": ["string", "null"]},
-               "encoding": {"type": ["string", "null"]}, "entries": {"type": "array"}}),
+         output_schema({"type": {"type": "string"}, "path": {"type": "string"}, "content": {"type": ["string", "null"]},
+                        "encoding": {"type": ["string", "null"]}, "entries": {"type": "array"}}),
          title="Get file or directory contents"),
     Tool("list_issues",
          "Issues of a repository (pull requests excluded), newest first by default. Follows GitHub's "
          "pagination up to max_items; when has_more is true call again with page=next_page and ignore the "
          "first next_page_skip issues of that page.",
-         _obj({"owner": OWNER, "repo": REPO, "state": STATE,
-               "labels": {"type": "array", "maxItems": 20,
-                          "items": {"type": "string", "pattern": r"^[^,\x00-\x1f]{1,100}$"},
-                          "description": "Only issues carrying all of these label names"},
-               "sort": {"type": "string", "enum": ["created", "updated", "comments"],
-                        "description": "Default created"},
-               "direction": DIRECTION,
-               "since": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z$",
-                         "description": "Only issues updated at or after this time (ISO 8601, "
-                                        "e.g. 2026-01-31T00:00:00Z)"},
-               "page": PAGE, "per_page": PER_PAGE, "max_items": MAX_ITEMS},
-              ["owner", "repo"]),
-         list_issues, _out({"issues": {"type": "array"}, **PAGE_FIELDS}), title="List issues"),
+         object_schema({"owner": OWNER, "repo": REPO, "state": STATE,
+                        "labels": {"type": "array", "maxItems": 20,
+                                   "items": {"type": "string", "pattern": r"^[^,\x00-\x1f]{1,100}$"},
+                                   "description": "Only issues carrying all of these label names"},
+                        "sort": {"type": "string", "enum": ["created", "updated", "comments"],
+                                 "description": "Default created"},
+                        "direction": DIRECTION,
+                        "since": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z$",
+                                  "description": "Only issues updated at or after this time (ISO 8601, "
+                                                 "e.g. 2026-01-31T00:00:00Z)"},
+                        "page": PAGE, "per_page": PER_PAGE, "max_items": MAX_ITEMS},
+                       ["owner", "repo"]),
+         list_issues, output_schema({"issues": {"type": "array"}, **PAGE_FIELDS}), title="List issues"),
     Tool("get_issue", "One issue of a repository, with its body, labels, assignees and state. (Pull requests "
          "are issues too; is_pull_request tells.)",
-         _obj({"owner": OWNER, "repo": REPO, "issue_number": {**NUMBER, "description": "The issue number"}},
-              ["owner", "repo", "issue_number"]),
+         object_schema({"owner": OWNER, "repo": REPO, "issue_number": {**NUMBER, "description": "The issue number"}},
+                       ["owner", "repo", "issue_number"]),
          get_issue, ISSUE_OUT, title="Get issue"),
     Tool("create_issue", "Open a new issue in a repository. Labels and assignees the token may not set are "
          "silently dropped by GitHub.",
-         _obj({"owner": OWNER, "repo": REPO,
-               "title": {"type": "string", "minLength": 1, "maxLength": 256},
-               "body": {"type": "string", "maxLength": 65536, "description": "Markdown"},
-               "labels": {"type": "array", "maxItems": 100,
-                          "items": {"type": "string", "minLength": 1, "maxLength": 100},
-                          "description": "Label names"},
-               "assignees": {"type": "array", "maxItems": 10, "items": LOGIN, "description": "Logins"}},
-              ["owner", "repo", "title"]),
+         object_schema({"owner": OWNER, "repo": REPO,
+                        "title": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "body": {"type": "string", "maxLength": 65536, "description": "Markdown"},
+                        "labels": {"type": "array", "maxItems": 100,
+                                   "items": {"type": "string", "minLength": 1, "maxLength": 100},
+                                   "description": "Label names"},
+                        "assignees": {"type": "array", "maxItems": 10, "items": LOGIN, "description": "Logins"}},
+                       ["owner", "repo", "title"]),
          create_issue, ISSUE_OUT, title="Create issue", read_only=False),
     Tool("add_issue_comment", "Comment on an issue or pull request (Markdown).",
-         _obj({"owner": OWNER, "repo": REPO,
-               "issue_number": {**NUMBER, "description": "The issue or pull request number"},
-               "body": {"type": "string", "minLength": 1, "maxLength": 65536}},
-              ["owner", "repo", "issue_number", "body"]),
-         add_issue_comment, _out({"id": {"type": "integer"}, "html_url": {"type": "string"}}),
+         object_schema({"owner": OWNER, "repo": REPO,
+                        "issue_number": {**NUMBER, "description": "The issue or pull request number"},
+                        "body": {"type": "string", "minLength": 1, "maxLength": 65536}},
+                       ["owner", "repo", "issue_number", "body"]),
+         add_issue_comment, output_schema({"id": {"type": "integer"}, "html_url": {"type": "string"}}),
          title="Add issue comment", read_only=False),
     Tool("list_pull_requests",
          "Pull requests of a repository, newest first by default. Follows GitHub's pagination up to "
          "max_items; when has_more is true call again with page=next_page and ignore the first "
          "next_page_skip items of that page.",
-         _obj({"owner": OWNER, "repo": REPO, "state": STATE,
-               "base": {**BRANCH, "description": "Only pull requests into this branch"},
-               "head": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}:[^\x00-\x20~^?*\[\\]{1,255}$",
-                        "description": "Only pull requests from this branch, as \"owner:branch\""},
-               "sort": {"type": "string", "enum": ["created", "updated", "popularity", "long-running"],
-                        "description": "Default created"},
-               "direction": DIRECTION, "page": PAGE, "per_page": PER_PAGE, "max_items": MAX_ITEMS},
-              ["owner", "repo"]),
-         list_pull_requests, _out({"pull_requests": {"type": "array"}, **PAGE_FIELDS}),
+         object_schema({"owner": OWNER, "repo": REPO, "state": STATE,
+                        "base": {**BRANCH, "description": "Only pull requests into this branch"},
+                        "head": {"type": "string",
+                                 "pattern": r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}:[^\x00-\x20~^?*\[\\]{1,255}$",
+                                 "description": "Only pull requests from this branch, as \"owner:branch\""},
+                        "sort": {"type": "string", "enum": ["created", "updated", "popularity", "long-running"],
+                                 "description": "Default created"},
+                        "direction": DIRECTION, "page": PAGE, "per_page": PER_PAGE, "max_items": MAX_ITEMS},
+                       ["owner", "repo"]),
+         list_pull_requests, output_schema({"pull_requests": {"type": "array"}, **PAGE_FIELDS}),
          title="List pull requests"),
     Tool("get_pull_request",
          f"One pull request with its merge state and changed files (with diffs; at most {PR_FILES_CAP} files, "
          f"each patch cut at {PATCH_CAP} characters).",
-         _obj({"owner": OWNER, "repo": REPO, "pull_number": {**NUMBER, "description": "The pull request number"}},
-              ["owner", "repo", "pull_number"]),
-         get_pull_request, _out({**PULL_OUT["properties"], "files": {"type": "array"},
-                                 "files_truncated": {"type": "boolean"}}),
+         object_schema({"owner": OWNER, "repo": REPO,
+                        "pull_number": {**NUMBER, "description": "The pull request number"}},
+                       ["owner", "repo", "pull_number"]),
+         get_pull_request, output_schema({**PULL_OUT["properties"], "files": {"type": "array"},
+                                          "files_truncated": {"type": "boolean"}}),
          title="Get pull request"),
     Tool("create_pull_request",
          "Open a pull request merging head into base. For a branch of a fork, head is \"owner:branch\".",
-         _obj({"owner": OWNER, "repo": REPO, "title": {"type": "string", "minLength": 1, "maxLength": 256},
-               "head": {"type": "string", "minLength": 1, "maxLength": 356,
-                        "pattern": r"^(?:[A-Za-z0-9][A-Za-z0-9_-]{0,99}:)?[^\x00-\x20~^:?*\[\\]{1,255}$",
-                        "description": "The branch with the changes (\"branch\" or \"owner:branch\")"},
-               "base": {**BRANCH, "description": "The branch to merge into, e.g. \"main\""},
-               "body": {"type": "string", "maxLength": 65536, "description": "Markdown"},
-               "draft": {"type": "boolean", "description": "Open as a draft (default false)"},
-               "maintainer_can_modify": {"type": "boolean",
-                                         "description": "Let maintainers push to the head branch"}},
-              ["owner", "repo", "title", "head", "base"]),
+         object_schema({"owner": OWNER, "repo": REPO, "title": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "head": {"type": "string", "minLength": 1, "maxLength": 356,
+                                 "pattern": r"^(?:[A-Za-z0-9][A-Za-z0-9_-]{0,99}:)?[^\x00-\x20~^:?*\[\\]{1,255}$",
+                                 "description": "The branch with the changes (\"branch\" or \"owner:branch\")"},
+                        "base": {**BRANCH, "description": "The branch to merge into, e.g. \"main\""},
+                        "body": {"type": "string", "maxLength": 65536, "description": "Markdown"},
+                        "draft": {"type": "boolean", "description": "Open as a draft (default false)"},
+                        "maintainer_can_modify": {"type": "boolean",
+                                                  "description": "Let maintainers push to the head branch"}},
+                       ["owner", "repo", "title", "head", "base"]),
          create_pull_request, PULL_OUT, title="Create pull request", read_only=False),
 ]

@@ -1,7 +1,7 @@
 """Slack: channels, messages, threads, reactions, users and search over the Slack Web API."""
 
 from mcp.service import Service, ServiceConfig
-from services.slack.api import SlackClient
+from services.slack.api import ERROR_CODES, SlackClient
 from services.slack.endpoints import ROUTES
 from services.slack.tools import TOOLS
 
@@ -23,4 +23,5 @@ SERVICE = Service(
     upstream_url_env="SLACK_API_URL",
     upstream_default_url="https://slack.com/api",
     routes=ROUTES,
+    upstream_error_codes=ERROR_CODES,
 )

@@ -1,9 +1,10 @@
 """The Slack Web API client, bound to one instance's token for one call.
 
-Slack answers most failures with HTTP 200 and ``{"ok": false, "error": "<code>"}``, so every answer's
-``ok`` is checked and the error code is turned into an UpstreamError whose ``code`` is Slack's own
-string and whose ``status`` is the HTTP status that best describes it (Slack's real status when it
-sent a non-2xx one), so direct endpoints answer 404 for an unknown channel and 429 for a rate limit.
+Slack answers most failures with HTTP 200 and ``{"ok": false, "error": "<code>"}``, so every answer
+goes through ``json_answer`` with ``not_ok`` as its in-body check. The error code becomes an
+UpstreamError whose ``code`` is Slack's own string and whose ``status`` is the HTTP status that best
+describes it (Slack's real status when it sent a non-2xx one), so direct endpoints answer 404 for an
+unknown channel and 429 for a rate limit.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from mcp.errors import UpstreamError
-from mcp.server.upstream import UpstreamHTTP, UpstreamResponse, parse_retry_after
+from mcp.server.upstream import UpstreamHTTP, UpstreamResponse, json_answer, parse_retry_after
 
 UPSTREAM = "slack"
 
@@ -90,6 +91,8 @@ _ERRORS: dict[str, tuple[int, str]] = {
     "service_unavailable": (503, "Slack is unavailable (service_unavailable); try again later"),
     "request_timeout": (503, "Slack timed out (request_timeout); try again later"),
 }
+# Every code this client can report: its table, and missing_scope (reported with the scopes it needed).
+ERROR_CODES = frozenset(_ERRORS) | {"missing_scope"}
 
 
 def _detail_text(body: dict[str, Any]) -> str:
@@ -99,6 +102,13 @@ def _detail_text(body: dict[str, Any]) -> str:
     if isinstance(messages, list) and messages:
         return "; ".join(str(m) for m in messages[:5])[:300]
     return ""
+
+
+def not_ok(body: Any) -> str | None:
+    """Slack's error code when a 2xx answer is not a success (``ok`` is anything but true), else None."""
+    if isinstance(body, dict) and body.get("ok") is True:
+        return None
+    return str(body.get("error") or "not ok") if isinstance(body, dict) else "not a Web API response"
 
 
 def slack_error(resp: UpstreamResponse, body: Any) -> UpstreamError:
@@ -158,10 +168,8 @@ class SlackClient:
 
     @staticmethod
     def _check(resp: UpstreamResponse) -> dict[str, Any]:
-        body = resp.json()
-        if resp.ok and isinstance(body, dict) and body.get("ok") is True:
-            return body
-        raise slack_error(resp, body)
+        body: dict[str, Any] = json_answer(resp, UPSTREAM, in_body_error=not_ok, error=slack_error)
+        return body
 
     async def get(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """A read method, arguments in the query string."""

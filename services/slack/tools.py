@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mcp.errors import UpstreamError
+from mcp.protocol.schemas import ANY_OBJECT, object_schema, output_schema
 from mcp.protocol.tools import Tool
 from services.slack.api import UPSTREAM, SlackClient, next_cursor
 
@@ -30,17 +31,7 @@ PAGE_SIZE = {"type": "integer", "minimum": 1, "maximum": 1000,
              "description": f"How many to ask Slack for per request (default {DEFAULT_PAGE})"}
 MAX_ITEMS = {"type": "integer", "minimum": 1, "maximum": 1000,
              "description": f"How many to return at most, following Slack's cursors (default {DEFAULT_MAX_ITEMS})"}
-OBJECT = {"type": "object"}
 NEXT_CURSOR = {"type": ["string", "null"], "description": "Pass as cursor to continue; null at the end"}
-
-
-def _obj(props: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-    return {"type": "object", "properties": props, "required": required or [], "additionalProperties": False,
-            **extra}
-
-
-def _out(props: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": props}
 
 
 def channel_summary(c: dict[str, Any]) -> dict[str, Any]:
@@ -142,13 +133,13 @@ async def search_messages(slack: SlackClient, args: dict[str, Any]) -> dict[str,
             "matches": [match_summary(m) for m in matches]}
 
 
-_CHANNEL_OUT = _out({"id": {"type": "string"}, "name": {"type": ["string", "null"]},
-                     "is_private": {"type": "boolean"}, "is_archived": {"type": "boolean"},
-                     "is_member": {"type": ["boolean", "null"]}, "topic": {"type": "string"},
-                     "purpose": {"type": "string"}, "num_members": {"type": ["integer", "null"]}})
-_SENT_OUT = _out({"channel": {"type": "string"}, "ts": {"type": "string"}, "message": OBJECT})
-_PAGE_OUT = _out({"channel": {"type": "string"}, "messages": {"type": "array", "items": OBJECT},
-                  "has_more": {"type": "boolean"}, "next_cursor": NEXT_CURSOR})
+_CHANNEL_OUT = output_schema({"id": {"type": "string"}, "name": {"type": ["string", "null"]},
+                              "is_private": {"type": "boolean"}, "is_archived": {"type": "boolean"},
+                              "is_member": {"type": ["boolean", "null"]}, "topic": {"type": "string"},
+                              "purpose": {"type": "string"}, "num_members": {"type": ["integer", "null"]}})
+_SENT_OUT = output_schema({"channel": {"type": "string"}, "ts": {"type": "string"}, "message": ANY_OBJECT})
+_PAGE_OUT = output_schema({"channel": {"type": "string"}, "messages": {"type": "array", "items": ANY_OBJECT},
+                           "has_more": {"type": "boolean"}, "next_cursor": NEXT_CURSOR})
 
 TOOLS = [
     Tool("list_channels",
@@ -156,77 +147,80 @@ TOOLS = [
          "ones left out. Returns id, name, privacy, membership, topic and purpose per channel. Slack pages may "
          "come back short, so this follows Slack's cursors until max_items are collected or the list ends; pass "
          "next_cursor back as cursor to continue.",
-         _obj({"limit": PAGE_SIZE, "max_items": MAX_ITEMS, "cursor": CURSOR,
-               "types": {"type": "array", "minItems": 1, "maxItems": 4,
-                         "items": {"type": "string", "enum": list(CHANNEL_TYPES)},
-                         "description": "Which kinds of conversation (default public_channel and private_channel)"}}),
+         object_schema({"limit": PAGE_SIZE, "max_items": MAX_ITEMS, "cursor": CURSOR,
+                        "types": {"type": "array", "minItems": 1, "maxItems": 4,
+                                  "items": {"type": "string", "enum": list(CHANNEL_TYPES)},
+                                  "description": "Which kinds of conversation (default public_channel and "
+                                                 "private_channel)"}}),
          list_channels,
-         _out({"channels": {"type": "array", "items": _CHANNEL_OUT}, "count": {"type": "integer"},
-               "next_cursor": NEXT_CURSOR}),
+         output_schema({"channels": {"type": "array", "items": _CHANNEL_OUT}, "count": {"type": "integer"},
+                        "next_cursor": NEXT_CURSOR}),
          title="List channels"),
     Tool("get_channel_history",
          "Messages of a channel, newest first, as Slack returns them (text, user, ts, thread_ts, reply_count, "
          "reactions, files). Narrow with oldest/latest; continue with next_cursor while has_more is true. The "
          "app must be a member of the channel.",
-         _obj({"channel": CHANNEL,
-               "limit": {"type": "integer", "minimum": 1, "maximum": 999, "description": "Default 100"},
-               "oldest": {**TIME_BOUND, "description": "Only messages after this time (Unix time or ts)"},
-               "latest": {**TIME_BOUND, "description": "Only messages before this time (Unix time or ts)"},
-               "cursor": CURSOR},
-              ["channel"]),
+         object_schema({"channel": CHANNEL,
+                        "limit": {"type": "integer", "minimum": 1, "maximum": 999, "description": "Default 100"},
+                        "oldest": {**TIME_BOUND, "description": "Only messages after this time (Unix time or ts)"},
+                        "latest": {**TIME_BOUND, "description": "Only messages before this time (Unix time or ts)"},
+                        "cursor": CURSOR},
+                       ["channel"]),
          get_channel_history, _PAGE_OUT, title="Get channel history"),
     Tool("get_thread_replies",
          "A thread: its parent message followed by the replies, oldest first. thread_ts is the ts of the parent "
          "message (messages with reply_count in get_channel_history).",
-         _obj({"channel": CHANNEL, "thread_ts": TS, "cursor": CURSOR,
-               "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "Default 100"}},
-              ["channel", "thread_ts"]),
+         object_schema({"channel": CHANNEL, "thread_ts": TS, "cursor": CURSOR,
+                        "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "Default 100"}},
+                       ["channel", "thread_ts"]),
          get_thread_replies, _PAGE_OUT, title="Get thread replies"),
     Tool("post_message",
          "Post a message to a channel as the app (the app must be in the channel, see not_in_channel). Pass "
          "text, Block Kit blocks, or both (then text is the notification fallback). Returns the new message's "
          "ts, which reply_to_thread and add_reaction take.",
-         _obj({"channel": CHANNEL, "text": TEXT,
-               "blocks": {"type": "array", "minItems": 1, "maxItems": 50, "items": OBJECT,
-                          "description": "Block Kit blocks, e.g. [{\"type\": \"section\", \"text\": "
-                                         "{\"type\": \"mrkdwn\", \"text\": \"*Hi*\"}}]"}},
-              ["channel"], anyOf=[{"required": ["text"]}, {"required": ["blocks"]}]),
+         object_schema({"channel": CHANNEL, "text": TEXT,
+                        "blocks": {"type": "array", "minItems": 1, "maxItems": 50, "items": ANY_OBJECT,
+                                   "description": "Block Kit blocks, e.g. [{\"type\": \"section\", \"text\": "
+                                                  "{\"type\": \"mrkdwn\", \"text\": \"*Hi*\"}}]"}},
+                       ["channel"], anyOf=[{"required": ["text"]}, {"required": ["blocks"]}]),
          post_message, _SENT_OUT, title="Post message", read_only=False),
     Tool("reply_to_thread",
          "Reply in a thread: thread_ts is the ts of the thread's parent message (not of another reply).",
-         _obj({"channel": CHANNEL, "thread_ts": TS, "text": TEXT}, ["channel", "thread_ts", "text"]),
+         object_schema({"channel": CHANNEL, "thread_ts": TS, "text": TEXT}, ["channel", "thread_ts", "text"]),
          reply_to_thread, _SENT_OUT, title="Reply to thread", read_only=False),
     Tool("add_reaction",
          "Add an emoji reaction to a message. name is the emoji name such as thumbsup, white_check_mark or "
          "a custom emoji (surrounding colons are removed); timestamp is the message's ts.",
-         _obj({"channel": CHANNEL, "timestamp": TS,
-               "name": {"type": "string", "pattern": r"^:?[a-z0-9_+-]{1,100}(::skin-tone-[2-6])?:?$",
-                        "description": "Emoji name, e.g. thumbsup or :tada: or thumbsup::skin-tone-3"}},
-              ["channel", "timestamp", "name"]),
-         add_reaction, OBJECT, title="Add reaction", read_only=False),
+         object_schema({"channel": CHANNEL, "timestamp": TS,
+                        "name": {"type": "string", "pattern": r"^:?[a-z0-9_+-]{1,100}(::skin-tone-[2-6])?:?$",
+                                 "description": "Emoji name, e.g. thumbsup or :tada: or thumbsup::skin-tone-3"}},
+                       ["channel", "timestamp", "name"]),
+         add_reaction, ANY_OBJECT, title="Add reaction", read_only=False),
     Tool("list_users",
          "Members of the workspace (people, bots and deactivated accounts): id, name, real and display name, "
          "title, email (with users:read.email), time zone. Follows Slack's cursors up to max_items; pass "
          "next_cursor back as cursor to continue.",
-         _obj({"limit": PAGE_SIZE, "max_items": MAX_ITEMS, "cursor": CURSOR}),
+         object_schema({"limit": PAGE_SIZE, "max_items": MAX_ITEMS, "cursor": CURSOR}),
          list_users,
-         _out({"users": {"type": "array", "items": OBJECT}, "count": {"type": "integer"},
-               "next_cursor": NEXT_CURSOR}),
+         output_schema({"users": {"type": "array", "items": ANY_OBJECT}, "count": {"type": "integer"},
+                        "next_cursor": NEXT_CURSOR}),
          title="List users"),
     Tool("get_user_profile",
          "A user's profile: real and display name, title, status, email (with users:read.email), phone, images.",
-         _obj({"user": USER}, ["user"]), get_user_profile,
-         _out({"user": {"type": "string"}, "profile": OBJECT}), title="Get user profile"),
+         object_schema({"user": USER}, ["user"]), get_user_profile,
+         output_schema({"user": {"type": "string"}, "profile": ANY_OBJECT}), title="Get user profile"),
     Tool("search_messages",
          "Search messages across the workspace with Slack's search syntax (e.g. \"deploy in:#ops from:@ada "
          "after:2024-01-01\"). Needs a user token (xoxp-) with search:read; bot tokens cannot search.",
-         _obj({"query": {"type": "string", "minLength": 1, "maxLength": 1000, "description": "Slack search query"},
-               "count": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Matches per page "
-                                                                                          "(default 20)"},
-               "page": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Page number (default 1)"}},
-              ["query"]),
+         object_schema({"query": {"type": "string", "minLength": 1, "maxLength": 1000,
+                                  "description": "Slack search query"},
+                        "count": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Matches per page "
+                                                                                                   "(default 20)"},
+                        "page": {"type": "integer", "minimum": 1, "maximum": 100,
+                                 "description": "Page number (default 1)"}},
+                       ["query"]),
          search_messages,
-         _out({"query": {"type": "string"}, "total": {"type": "integer"}, "page": {"type": "integer"},
-               "pages": {"type": "integer"}, "matches": {"type": "array", "items": OBJECT}}),
+         output_schema({"query": {"type": "string"}, "total": {"type": "integer"}, "page": {"type": "integer"},
+                        "pages": {"type": "integer"}, "matches": {"type": "array", "items": ANY_OBJECT}}),
          title="Search messages"),
 ]
