@@ -16,7 +16,7 @@ import tornado.web
 from mcp.errors import BadRequest, NotFound, PayloadTooLarge, PlatformError, client_error
 from mcp.protocol.jsonparse import JsonInputError, parse_json
 from mcp.server.accesslog import AccessLog
-from mcp.server.metrics import Metrics
+from mcp.server.metrics import CONTENT_TYPE, Metrics
 from mcp.server.scrub import scrub_method, scrub_path
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class MetricsHandler(BaseHandler):
         self.metrics = metrics
 
     async def get(self) -> None:
-        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.set_header("Content-Type", CONTENT_TYPE)
         self.finish(self.metrics.render())
 
 

@@ -51,10 +51,10 @@ class ServiceRuntime:
                       max_size=settings.db_pool_max, application_name=f"mcp-{service.name}")
         usage = UsageRecorder(db, interval_s=settings.usage_flush_interval_s, max_buffer=settings.usage_buffer_max,
                               spool_dir=settings.usage_spool_dir, service=service.name)
-        metrics = Metrics(service.name)
+        metrics = Metrics(service.name, settings.get("PROMETHEUS_MULTIPROC_DIR") or None, service.upstream_error_codes)
         metrics.gauge("mcp_usage_records_pending", "Usage records waiting to be written", lambda: usage.pending)
         metrics.gauge("mcp_usage_records_dropped", "Usage records dropped (buffer full or unwritable)",
-                      lambda: usage.dropped)
+                      lambda: usage.dropped, multiprocess_mode="sum")
         connections = ConnectionStats()
         connections.register(metrics)
         return cls(
@@ -96,6 +96,7 @@ class ServiceRuntime:
         if self.session is not None:
             await self.session.close()
             self.session = None
+        self.metrics.close()
 
     @cached_property
     def server_info(self) -> dict[str, Any]:
