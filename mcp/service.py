@@ -47,10 +47,6 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         validate_service_config(self)
 
-    @property
-    def accepted_auth_types(self) -> tuple[str, ...]:
-        return (self.auth_type, *self.also_accepts)
-
 
 def validate_service_config(cfg: ServiceConfig) -> None:
     """Raise ServiceConfigError unless name, port and auth type follow the platform's rules."""

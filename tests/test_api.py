@@ -226,7 +226,7 @@ def test_api_metrics_are_public_and_show_no_id_or_token(admin, api, figma_servic
     resp = http("GET", api.url + "/metrics")  # no token: public
     assert resp.status == 200
     text = resp.body.decode()
-    assert 'mcp_http_requests_total{' in text and 'handler="InstanceHandler"' in text  # measured
+    assert 'mcp_http_requests_total{' in text and 'handler="InstanceResourceHandler"' in text  # measured
     assert not re.search(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", text, re.I), text
     # Sample values are floats printed in full (0.0022614002227783203): an id could only hide in names and labels.
     series = "\n".join(line.rsplit(" ", 1)[0] for line in text.splitlines() if not line.startswith("#"))

@@ -76,7 +76,7 @@ def test_the_api_page_parses(admin, api):
     admin("GET", f"/api/instances/{iid}")
     families = page(api.url)
     assert families["mcp_http_requests"][0] == "counter" and families["mcp_process_uptime_seconds"][0] == "gauge"
-    assert value(families, "mcp_http_requests_total", process="api", handler="InstanceHandler", method="GET",
+    assert value(families, "mcp_http_requests_total", process="api", handler="InstanceResourceHandler", method="GET",
                  status="200") == 1
     assert families["mcp_connections_open"][0] == "gauge" and "mcp_tool_calls" not in families
 

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mcp.ops.supervisor.config import ConfigError, log_rotation
+from mcp.ops.supervisor.config import SupervisorConfigError, log_rotation
 from mcp.ops.supervisor.logfile import MAX_LINE_BYTES, LogFile
 
 READ_SIZE = 65536
@@ -63,7 +63,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     try:
         max_bytes, backups = log_rotation(os.environ)
-    except ConfigError as e:
+    except SupervisorConfigError as e:
         print(f"python -m mcp.ops.rotating_pipe: error: {e}", file=sys.stderr)
         return 2
     max_bytes = args.max_bytes if args.max_bytes is not None else max_bytes

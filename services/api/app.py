@@ -15,9 +15,9 @@ from mcp.server.serve import EXIT_CONFIG, EXIT_PORT_IN_USE, PortInUse, configure
 from mcp.tenancy.database import Database
 from services.api import API_NAME, API_PORT
 from services.api.handlers import (
+    ApiHealthHandler,
     ApiRuntime,
-    HealthHandler,
-    InstanceHandler,
+    InstanceResourceHandler,
     InstancesHandler,
     RotateIdHandler,
     ServicesHandler,
@@ -35,12 +35,12 @@ def make_app(runtime: ApiRuntime) -> tornado.web.Application:
     kw = {"runtime": runtime}
     return tornado.web.Application(
         [
-            (r"/health", HealthHandler, kw),
+            (r"/health", ApiHealthHandler, kw),
             (r"/metrics", MetricsHandler, {"metrics": runtime.metrics, "inflight": runtime.inflight}),
             (r"/api/services", ServicesHandler, kw),
             (r"/api/services/status", ServicesStatusHandler, kw),
             (r"/api/instances", InstancesHandler, kw),
-            (rf"/api/instances/{ID}", InstanceHandler, kw),
+            (rf"/api/instances/{ID}", InstanceResourceHandler, kw),
             (rf"/api/instances/{ID}/usage", UsageHandler, kw),
             (rf"/api/instances/{ID}/rotate-id", RotateIdHandler, kw),
             (r"/api/users/(?P<email>[^/]+)/instances", UserInstancesHandler, kw),

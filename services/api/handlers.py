@@ -7,6 +7,7 @@ import hmac
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,11 @@ _SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 STATUSES = ("active", "inactive", "expired")
 SERVICE_PROBE_TIMEOUT_S = 1.5
+
+
+def accepted_auth_types(entry: Mapping[str, Any]) -> list[str]:
+    """The auth types a catalog entry's service takes credentials for: its own and ``also_accepts``."""
+    return [entry["auth_type"], *entry["also_accepts"]]
 
 
 @dataclass
@@ -174,7 +180,7 @@ class ApiHandler(BaseHandler):
         return row
 
 
-class HealthHandler(ApiHandler):
+class ApiHealthHandler(ApiHandler):
     public = True
 
     async def get(self) -> None:
@@ -226,7 +232,7 @@ class InstancesHandler(ApiHandler):
                 names = ", ".join(r["name"] for r in await store.catalog(conn) if r["active"])
                 raise BadRequest(f"unknown service {service!r}; available: {names}", field="service",
                                  code="unknown_service")
-            creds = check_credentials(service, [entry["auth_type"], *entry["also_accepts"]], body["credentials"])
+            creds = check_credentials(service, accepted_auth_types(entry), body["credentials"])
             sealed = self.runtime.cipher.encrypt(instance_id, creds)
             async with conn.transaction():
                 user_id = await store.upsert_user(conn, email)
@@ -237,7 +243,7 @@ class InstancesHandler(ApiHandler):
         self.write_json(self.instance_view(row), status=201)
 
 
-class InstanceHandler(ApiHandler):
+class InstanceResourceHandler(ApiHandler):
     """GET / PATCH / DELETE /api/instances/{id}. Credentials can be replaced, never read."""
 
     async def get(self, instance: str) -> None:
@@ -264,7 +270,7 @@ class InstanceHandler(ApiHandler):
             if "credentials" in body:
                 entry = await store.catalog_entry(conn, row["service"])
                 assert entry is not None
-                creds = check_credentials(row["service"], [entry["auth_type"], *entry["also_accepts"]],
+                creds = check_credentials(row["service"], accepted_auth_types(entry),
                                           body["credentials"])
                 changes["credentials_enc"] = self.runtime.cipher.encrypt(instance_id, creds)
             if not await store.update_instance(conn, instance_id, changes):

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from mcp.ops.supervisor.config import PROG, ConfigError, SupervisorConfig
+from mcp.ops.supervisor.config import PROG, SupervisorConfig, SupervisorConfigError
 from mcp.ops.supervisor.logfile import LogFile, LogFileHandler
 from mcp.ops.supervisor.supervisor import Supervisor
 
@@ -33,7 +33,7 @@ def main(argv: Sequence[str]) -> int:
     """Parse the command line, supervise until stopped, and return the exit code."""
     try:
         config = SupervisorConfig.from_argv(argv, os.environ)
-    except ConfigError as e:
+    except SupervisorConfigError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except SystemExit as e:  # argparse: --help or a usage error

@@ -1,7 +1,7 @@
 """The supervisor's configuration: every option with its flag, environment variable and default, read once.
 
 Each option is a flag (``--max-restarts``), else its environment variable (``SUPERVISOR_MAX_RESTARTS``),
-else its default; a malformed value is a ConfigError naming the flag or the variable.
+else its default; a malformed value is a SupervisorConfigError naming the flag or the variable.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ PROG = "python -m mcp.ops.supervisor"
 HEALTH_REQUEST_TIMEOUT = 2.0
 
 
-class ConfigError(ValueError):
+class SupervisorConfigError(ValueError):
     """An option or its environment variable is malformed; the message names it."""
 
 
@@ -139,11 +139,11 @@ class SupervisorConfig:
     def validate(self) -> None:
         """Reject values the loop cannot work with, naming the option."""
         if not self.name or not _NAME_RE.fullmatch(self.name):
-            raise ConfigError("--name is required and may only contain letters, digits, '.', '_' and '-'")
+            raise SupervisorConfigError("--name is required and may only contain letters, digits, '.', '_' and '-'")
         if not self.command:
-            raise ConfigError("no command given; put it after '--'")
+            raise SupervisorConfigError("no command given; put it after '--'")
         if self.port is not None and not 0 < self.port < 65536:
-            raise ConfigError(f"--port must be between 1 and 65535, got {self.port}")
+            raise SupervisorConfigError(f"--port must be between 1 and 65535, got {self.port}")
         if self.health_url is not None:
             url = urllib.parse.urlsplit(self.health_url)
             _require(url.scheme in ("http", "https") and bool(url.hostname),
@@ -171,7 +171,7 @@ def log_rotation(env: Mapping[str, str]) -> tuple[int, int]:
 
 def _require(ok: bool, message: str) -> None:
     if not ok:
-        raise ConfigError(message)
+        raise SupervisorConfigError(message)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -205,9 +205,9 @@ def _resolve(opt: _Option, given: Any, env: Mapping[str, str]) -> Any:
             return True
         if str(raw).lower() in _FALSE:
             return False
-        raise ConfigError(f"{source} must be a boolean, got {raw!r}")
+        raise SupervisorConfigError(f"{source} must be a boolean, got {raw!r}")
     try:
         return opt.kind(raw)
     except ValueError:
         what = "an integer" if opt.kind is int else "a number"
-        raise ConfigError(f"{source} must be {what}, got {raw!r}") from None
+        raise SupervisorConfigError(f"{source} must be {what}, got {raw!r}") from None
