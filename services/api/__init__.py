@@ -1,5 +1,6 @@
 """The main API (port 5000): the service catalog, users, instances and their usage."""
 
-API_PORT = 5000
+from mcp.ports import API_PORT  # noqa: F401 - the API's default port, re-exported for its modules
+
 API_NAME = "api"
 API_VERSION = "0.1.0"
