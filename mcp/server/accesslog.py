@@ -3,7 +3,7 @@
 Every request writes a line, so the line is built directly (about 1 µs) rather than through a
 ``logging`` record and handler (about 9 µs, a write and a flush each), and lines are written
 together at most ``flush_interval_s`` later or every ``max_lines`` lines. Lines of 5xx answers go
-through ``logging`` at ERROR at once, as they did before. A process that is killed outright loses
+through ``logging`` at ERROR at once. A process that is killed outright loses
 at most the last interval's lines; a normal exit writes them (at interpreter exit). Paths and methods
 go through ``mcp.server.scrub`` here too, whatever the caller did: no instance id is ever written.
 """
