@@ -189,3 +189,20 @@ def test_idle_and_slow_header_connections_are_closed_after_the_idle_timeout(spaw
     assert time.monotonic() - started < 12  # closed by the server, not by read_answer's timeout
     for sock in (silent, slow, kept):
         sock.close()
+
+
+@pytest.mark.parametrize("path", ["/health", "/{iid}/mcp/call", "/{iid}/mcp"])
+def test_a_whole_oversized_body_sent_without_waiting_still_gets_the_json_413(figma_service, admin, path):
+    """urllib and requests send the whole body at once, without Expect: 100-continue."""
+    import urllib.error
+    import urllib.request
+
+    iid = admin.create_instance()["instance_id"]
+    req = urllib.request.Request(figma_service.url + path.format(iid=iid), data=b"x" * (8 << 20), method="POST",
+                                 headers={"Content-Type": "application/json", "Accept": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=30)
+    assert refused.value.code == 413
+    body = json.loads(refused.value.read())
+    error = body["error"]
+    assert (error["data"]["code"] if "data" in error else error["code"]) == "payload_too_large"

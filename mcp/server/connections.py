@@ -20,9 +20,9 @@ What it adds to ``tornado.httpserver.HTTPServer``:
   headers) ``idle_timeout_s`` after it began to, is closed by a sweep that runs once a second
   (Tornado's own ``body_timeout`` and ``idle_connection_timeout`` arm and cancel a timer on every
   request).
-- **Lingering close**: when the server closes a connection whose client may still be sending (an
-  early error, a request cut short), it stops writing, then reads and discards for a bounded time
-  before closing, so the client receives the answer instead of a reset.
+- **Lingering close**: whenever the server closes a connection (its client may still be sending: an
+  answer given before the body was read, a refusal), it stops writing, then reads and discards for a
+  bounded time before closing, so the client receives the answer instead of a reset.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOM
 LOG_EVERY_S = 60.0
 # Lingering close: at most this many sockets, each for at most this long and this many bytes.
 LINGER_MAX = 128
-LINGER_S = 2.0
-LINGER_BYTES = 8 << 20
+LINGER_S = 5.0
+LINGER_BYTES = 64 << 20
 _ACCEPT_BATCH = 128
 SWEEP_EVERY_S = 1.0
 
@@ -156,7 +156,6 @@ class _ClientStream(tornado.iostream.IOStream):
     def __init__(self, sock: socket.socket, server: GuardedHTTPServer, **kw: Any) -> None:
         super().__init__(sock, **kw)
         self._server = server
-        self._refused = False
         self.started = False  # a request has begun to be read: before that the connection is idle
         self.head_since = time.monotonic()  # when it began to wait for the current request head
         self.body_since: float | None = None  # when the current request's body began to be read
@@ -186,7 +185,6 @@ class _ClientStream(tornado.iostream.IOStream):
     def write(self, data: bytes | memoryview) -> Any:  # type: ignore[override]
         if len(data) == len(TORNADO_BARE_400) and data == TORNADO_BARE_400:
             self._server.stats.malformed += 1
-            self._refused = True
             data = BAD_REQUEST
         return super().write(data)
 
@@ -196,11 +194,10 @@ class _ClientStream(tornado.iostream.IOStream):
             if isinstance(error, tornado.iostream.UnsatisfiableReadError):
                 # The request head outgrew max_header_size; the stream is closing on its own.
                 self._server.stats.malformed += 1
-                self._refused = True
                 _send_now(self.socket, HEADERS_TOO_LARGE)
-            # The client may still be sending: after an error answer, or with a read pending.
-            if self._refused or self.reading() or self._read_buffer_size:
-                self._server.linger(self.socket)
+            # The client may still be sending (an answer given before its body was read, a refusal):
+            # whenever the server closes, it lingers, so the client reads the answer, not a reset.
+            self._server.linger(self.socket)
         super().close(exc_info)
 
 
