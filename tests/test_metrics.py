@@ -167,8 +167,8 @@ def test_several_workers_of_a_service_show_one_page(spawn, tmp_path):
     def healths(worker) -> float:
         return value(page(worker.url), "mcp_http_requests_total", **health)
 
-    before = healths(workers[0])
-    assert before >= 2  # each worker was asked for /health until it answered
+    # Each worker was asked for /health until it answered; a count lands just after its answer is sent.
+    before = wait_for(lambda: (n := healths(workers[0])) >= 2 and n, 15, what="both workers' health checks")
     for worker, times in zip(workers, (3, 4), strict=True):
         for _ in range(times):
             assert http("GET", worker.url + "/health").status == 200
