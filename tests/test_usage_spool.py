@@ -287,3 +287,26 @@ def test_a_damaged_line_is_skipped_alone_and_counted(admin, database_url, tmp_pa
     assert usage.dropped == 1
     assert usage_rows(database_url) == (5, 0)
     assert spool_files(spool_dir) == []
+
+
+def test_what_a_process_drains_from_memory_is_exactly_what_its_file_holds(tmp_path):
+    """The drain reads this process's own records from memory; the file (what a restart replays) must agree."""
+    from mcp.tenancy.usage_spool import Segment, parse
+
+    spool = UsageSpool.open(tmp_path / "spool", "figma")
+    recorder = UsageRecorder(Database(None, tmp_path / "none.url"), spool_dir=None, service="figma")
+    recorder._spool = spool
+    for i in range(120):
+        recorder.record(uuid.uuid4(), "figma", f"tool_{i % 3}", "ok" if i % 5 else "error", i / 1000.0)
+    [segment] = spool.segments()
+    from_memory = spool.read(segment, 50)
+    on_disk = Segment(segment.path, segment.fd, own=False, offset=segment.offset)  # the same file, read from disk
+    from_file = spool.read(on_disk, 50)
+    assert from_memory == from_file and len(from_memory[0]) == 50
+    spool.advance(segment, from_memory[1])
+    on_disk.offset = segment.offset
+    assert spool.read(segment, 500) == spool.read(on_disk, 500)
+    rows, end, bad = spool.read(segment, 500)
+    assert len(rows) == 70 and bad == 0 and end == os.fstat(segment.fd).st_size
+    assert [parse(line) for line in segment.path.read_bytes().splitlines()][50:] == rows
+    spool.close()

@@ -89,8 +89,9 @@ class UsageRecorder:
             if self._spooled >= self.max_buffer:
                 self._drop(1, "usage spool full")
                 return
-            # The line format is mcp/tenancy/usage_spool.py's _LINE.
-            if spool.append(f"{key}\t{iid}\t{service}\t{tool}\t{outcome}\t{latency_us}\t{at_us}\n".encode()):
+            # The line format is mcp/tenancy/usage_spool.py's _LINE; the row is what parse() reads back from it.
+            if spool.append(f"{key}\t{iid}\t{service}\t{tool}\t{outcome}\t{latency_us}\t{at_us}\n".encode(),
+                            (key, iid, service, tool, outcome, latency_us, at_us)):
                 self._spooled += 1
                 return
         if len(self._buffer) >= self.max_buffer:

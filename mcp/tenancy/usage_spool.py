@@ -26,12 +26,14 @@ drained, so under steady load it does not grow. The recorder caps the records no
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -66,12 +68,20 @@ def parse(line: bytes) -> Row | None:
 
 @dataclass(eq=False)
 class Segment:
-    """One spool file: everything before ``offset`` is in the database."""
+    """One spool file: everything before ``offset`` is in the database.
+
+    A file this process writes also keeps what it appended in memory (``recent``: each row with its
+    line's length, starting at byte ``recent_at``), so draining it neither re-reads nor re-parses the
+    file; the file is what survives a kill, and adopted files are read from disk.
+    """
 
     path: Path
     fd: int
     own: bool
     offset: int = 0
+    size: int = 0  # bytes appended by this process (own segments)
+    recent: deque[tuple[Row, int]] = field(default_factory=deque)
+    recent_at: int = 0
 
 
 class UsageSpool:
@@ -106,8 +116,9 @@ class UsageSpool:
     def writable(self) -> bool:
         return self._fd >= 0
 
-    def append(self, line: bytes) -> bool:
-        """Append one record line; False (the caller keeps the record in memory) when the spool cannot."""
+    def append(self, line: bytes, row: Row) -> bool:
+        """Append one record (``line``, and ``row``, what ``parse(line)`` gives back); False (the caller
+        keeps the record in memory) when the spool cannot."""
         fd = self._fd
         if fd < 0:
             return False
@@ -119,6 +130,12 @@ class UsageSpool:
         if written != len(line):
             self._broken(None, written)
             return False
+        segment = self._current
+        assert segment is not None
+        if not segment.recent:
+            segment.recent_at = segment.size
+        segment.recent.append((row, written))
+        segment.size += written
         return True
 
     def _broken(self, error: OSError | None, partial: int) -> None:
@@ -157,6 +174,13 @@ class UsageSpool:
 
     def read(self, segment: Segment, max_rows: int) -> tuple[list[Row], int, int]:
         """Up to ``max_rows`` records after the segment's offset: (rows, offset after them, bad lines skipped)."""
+        if segment.recent and segment.recent_at == segment.offset:
+            rows = []
+            end = segment.offset
+            for row, length in itertools.islice(segment.recent, max_rows):
+                rows.append(row)
+                end += length
+            return rows, end, 0
         data = os.pread(segment.fd, _READ_BYTES, segment.offset)
         rows: list[Row] = []
         bad = pos = 0
@@ -178,6 +202,9 @@ class UsageSpool:
     def advance(self, segment: Segment, offset: int) -> None:
         """Everything before ``offset`` is in the database; start a new file once enough of this one is."""
         segment.offset = offset
+        recent = segment.recent
+        while recent and segment.recent_at < offset:
+            segment.recent_at += recent.popleft()[1]
         if segment is self._current and offset >= self.rotate_bytes and self._fd >= 0:
             self._rotate()
 
@@ -200,7 +227,8 @@ class UsageSpool:
         if segment is self._current and self._fd >= 0:
             if segment.offset:
                 os.ftruncate(segment.fd, 0)
-                segment.offset = 0
+                segment.offset = segment.size = segment.recent_at = 0
+                segment.recent.clear()
             return False
         _unlink(segment.path)
         os.close(segment.fd)
