@@ -16,6 +16,9 @@ running child (``mcp.formation.health``, the supervisor's own probe), with a sho
 (``health_source`` says which).
 
 Exit codes: 0 when there is at least one process and every one is running and healthy, 1 otherwise.
+
+``scripts/status`` runs ``mcp.ops.monit``, which adds ``--watch`` (a live screen with request rates read
+from each process's ``/metrics``) to these options; the API reads the rows from here without it.
 """
 
 from __future__ import annotations
@@ -150,8 +153,13 @@ def table_cells(row: Mapping[str, Any]) -> list[str]:
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A boxed table like ``pm2 status``, then one line per process that has a reason to explain."""
-    cells = [list(COLUMNS)] + [table_cells(r) for r in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    return "\n".join(boxed(list(COLUMNS), [table_cells(r) for r in rows]) + notes(rows))
+
+
+def boxed(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    """The lines of a table drawn with box characters, each column as wide as its widest cell."""
+    cells = [list(header), *map(list, body)]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
 
     def border(left: str, mid: str, right: str) -> str:
         return left + mid.join("─" * (w + 2) for w in widths) + right
@@ -162,12 +170,18 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     out = [border("┌", "┬", "┐"), line(cells[0]), border("├", "┼", "┤")]
     out += [line(c) for c in cells[1:]]
     out.append(border("└", "┴", "┘"))
+    return out
+
+
+def notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the table cannot say: why a process is not running, and supervisors that are gone."""
+    out = []
     for row in rows:
         if row["status"] != "running" and row.get("reason"):
             out.append(f"{row['name']}: {row['reason']}")
         if row.get("stale"):
             out.append(f"{row['name']}: its supervisor is gone (state file left behind)")
-    return "\n".join(out)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,7 +195,8 @@ def default_run_dir(env: Mapping[str, str]) -> Path:
     return Path(env.get("MCP_PROJECT_ROOT") or PROJECT_ROOT) / ".run"
 
 
-def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The options of ``scripts/status``; ``mcp.ops.monit`` adds ``--watch`` and its own to them."""
     parser = argparse.ArgumentParser(
         prog="scripts/status",
         description="Show every supervised process: pid, status, health, restarts, uptime, CPU, memory, port.",
@@ -201,10 +216,8 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
-    """``scripts/status``: print the rows; the exit code says whether everything is running and healthy."""
-    env = os.environ if env is None else env
-    args = _parser(env).parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Print the rows once, as ``args`` (from ``build_parser``) ask; the exit code says whether all is well."""
     if args.cpu_sample < 0:
         print("scripts/status: error: --cpu-sample must not be negative", file=sys.stderr)
         return 2
@@ -216,6 +229,11 @@ def main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     else:
         print(format_table(rows))
     return 0 if all_ok(rows) else 1
+
+
+def main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """``python -m mcp.formation.status``: the table (or JSON) once."""
+    return run(build_parser(os.environ if env is None else env).parse_args(argv))
 
 
 if __name__ == "__main__":
