@@ -116,7 +116,8 @@ def procfile_line(svc: DiscoveredService) -> str:
     """The Procfile line that starts ``svc`` under the supervisor, on the port the service itself picks."""
     name = svc.config.name
     port = procfile_port(port_env(name), svc.config.port)
-    return f"mcp-{name}: exec python -m mcp.ops.supervisor --name mcp-{name} --port {port} -- python -m {svc.module}"
+    return (f"mcp-{name}: exec scripts/lib/python -m mcp.ops.supervisor --name mcp-{name} --port {port} "
+            f"-- python -m {svc.module}")
 
 
 def check_procfile(services: list[DiscoveredService], procfile: Path,

@@ -14,7 +14,7 @@ from tests.support import http, wait_for
 def test_health_is_public_and_has_the_seed_shape(api):
     resp = http("GET", api.url + "/health")
     assert resp.status == 200
-    assert set(resp.json) == {"service", "status", "uptime", "timestamp", "port", "version"}
+    assert set(resp.json) == {"service", "status", "uptime", "timestamp", "port", "version", "pid"}
 
 
 @pytest.mark.parametrize("token,code", [(None, "missing_token"), ("wrong", "invalid_token")])

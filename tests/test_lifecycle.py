@@ -23,7 +23,7 @@ def test_starts_and_serves_health_with_no_database_configured(spawn, tmp_path):
     service = spawn("services.figma", "FIGMA_PORT", env_without_db)
     health = http("GET", service.url + "/health")
     assert health.status == 200
-    assert set(health.json) == {"service", "status", "uptime", "timestamp", "port", "version"}
+    assert set(health.json) == {"service", "status", "uptime", "timestamp", "port", "version", "pid"}
     assert health.json["service"] == "figma" and health.json["port"] == service.port
     resp = http("GET", f"{service.url}/{uuid.uuid4()}/mcp/tools")
     assert resp.status == 503 and "DATABASE_URL" in resp.json["error"]["message"]

@@ -119,7 +119,7 @@ def test_a_port_held_by_another_process_is_reported_once_and_not_retried(formati
         port = holder.getsockname()[1]
         f = formation({"mcp-figma": (FIGMA, port)}, extra_env={"FIGMA_PORT": str(port)})
         state = f.wait("mcp-figma", lambda s: s["status"] == "errored", "errored")
-        message = f"port {port} is already in use by pid {os.getpid()}"
+        message = f"port {port} is already in use by pid {os.getpid()} ({os.path.basename(sys.orig_argv[0])})"
         assert state["reason"] == message and state["restarts"] == 0
         time.sleep(1.5)
         assert f.states()["mcp-figma"]["restarts"] == 0 and f.proc.poll() is None

@@ -20,7 +20,8 @@ from mcp.formation.facts import port_owner
 from mcp.formation.state import read_states
 from mcp.ops.supervisor.config import SupervisorConfig
 from mcp.ops.supervisor.logfile import LogFile
-from mcp.ops.supervisor.supervisor import Supervisor
+from mcp.ops.supervisor.supervisor import Supervisor, process_name
+from mcp.server.serve import bind
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = ROOT / "tests" / "fixtures" / "toy_service.py"
@@ -29,7 +30,7 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d ")
 STATE_KEYS = {
     "name", "pid", "child_pid", "status", "health", "restarts", "consecutive_unstable", "started_at",
     "supervisor_started_at", "last_exit", "reason", "port", "health_url", "last_health_at", "log_out",
-    "log_error", "updated_at",
+    "log_error", "updated_at", "operator_restarts", "operation",
 }
 # Small timings so each test takes seconds; the health timeout stays generous for a slow machine.
 FAST = [
@@ -244,6 +245,46 @@ def test_crash_at_start_restarts_exactly_max_then_stays_errored_until_sigterm(su
     assert sup.state()["status"] == "stopped"
 
 
+def test_sigusr2_gives_an_errored_process_a_fresh_cap_and_is_not_counted_as_a_crash(supervise):
+    sup = supervise("recap", ["--crash-at-start"], ["--max-restarts", "2"])
+    state = sup.wait_state(lambda s: s["status"] == "errored", "errored")
+    assert state["restarts"] == 2 and count_starts(sup) == 3
+    sup.signal(signal.SIGUSR2)  # scripts/restart: the whole cap again, then errored again
+    state = sup.wait_state(lambda s: s["status"] == "errored" and count_starts(sup) == 6, "errored again")
+    assert state["restarts"] == 4 and state["operator_restarts"] == 1 and state["consecutive_unstable"] == 3
+    # Without a health URL there is nothing to wait for: the restart is done once the child is started.
+    assert state["operation"]["kind"] == "restart" and state["operation"]["status"] == "done"
+    assert sup.proc.poll() is None
+
+
+def test_sigusr2_restarts_a_healthy_child_without_counting_a_crash(supervise):
+    port = free_port()
+    sup = supervise("opsrestart", ["--port", str(port)], ["--port", str(port)])
+    first = sup.healthy()
+    sup.signal(signal.SIGUSR2)
+    state = sup.wait_state(lambda s: (s.get("operation") or {}).get("status") == "done", "the restart to finish")
+    assert state["child_pid"] not in (None, first["child_pid"])
+    assert state["operation"]["child_pid"] == state["child_pid"]
+    assert state["restarts"] == 0 and state["operator_restarts"] == 1 and state["pid"] == first["pid"]
+    assert state["last_exit"]["reason"] == "restart requested"
+    assert not alive(first["child_pid"])
+
+
+def test_a_port_shared_by_one_of_our_own_servers_is_still_refused_for_a_fresh_start(supervise):
+    """Our servers listen with SO_REUSEPORT (for reloads), so a second one could join the port; the check
+    before a start binds without it and refuses a port held by anyone, ours included."""
+    port = free_port()
+    held = bind(port, "127.0.0.1")
+    try:
+        sup = supervise("ourport", ["--port", str(port)], ["--port", str(port)])
+        state = sup.wait_state(lambda s: s["status"] == "errored", "errored")
+        assert state["reason"] == f"port {port} is already in use by pid {os.getpid()} ({process_name(os.getpid())})"
+        assert count_starts(sup) == 0
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def test_fail_fast_exits_1_once_errored(supervise):
     sup = supervise("failfast", ["--crash-at-start"], ["--max-restarts", "1", "--fail-fast"])
     assert sup.proc.wait(DEADLINE) == 1
@@ -280,7 +321,7 @@ def test_port_held_by_another_socket_errors_without_a_restart_loop(supervise):
         port = holder.getsockname()[1]
         sup = supervise("porttaken", ["--port", str(port)], ["--port", str(port)])
         state = sup.wait_state(lambda s: s["status"] == "errored", "errored")
-        assert state["reason"] == f"port {port} is already in use by pid {os.getpid()}"
+        assert state["reason"] == f"port {port} is already in use by pid {os.getpid()} ({process_name(os.getpid())})"
         time.sleep(1.5)
         state = sup.state()
         assert state["status"] == "errored" and state["restarts"] == 0 and state["child_pid"] is None

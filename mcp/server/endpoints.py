@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
@@ -25,7 +26,8 @@ from mcp.tenancy.instances import Instance, parse_instance_id
 
 
 def service_health(rt: ServiceRuntime) -> dict[str, Any]:
-    """The seed's /health shape, exactly: service, status, uptime, timestamp, port, version."""
+    """The seed's /health shape (service, status, uptime, timestamp, port, version) and the answering
+    process's pid: during a reload two processes share the port, and the supervisor asks which one answered."""
     return {
         "service": rt.service.name,
         "status": "healthy",
@@ -33,6 +35,7 @@ def service_health(rt: ServiceRuntime) -> dict[str, Any]:
         "timestamp": datetime.now(UTC).isoformat(),
         "port": rt.port,
         "version": rt.service.config.version,
+        "pid": os.getpid(),
     }
 
 

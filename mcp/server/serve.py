@@ -9,10 +9,14 @@ guess.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import errno
 import gc
 import logging
 import signal
+import socket
+import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +33,17 @@ log = logging.getLogger(__name__)
 EXIT_PORT_IN_USE = 98
 EXIT_CONFIG = 78  # EX_CONFIG
 GC_YOUNG_THRESHOLD = 10_000
+# Linux socket options (asm-generic/socket.h) and the classic BPF "return constant" instruction.
+SO_ATTACH_REUSEPORT_CBPF = 51
+SO_DETACH_REUSEPORT_BPF = 68
+BPF_RET_K = 0x06
+# After handing over, how long the old process keeps accepting what the kernel queued for it before:
+# handshakes already under way finish within a round trip.
+HANDOVER_GRACE_S = 0.25
+# At shutdown, how long an idle keep-alive connection may take to send its next request (answered, then
+# closed) before it is closed: a busy client sends within moments, and closing under a quiet one is the
+# same race every idle timeout has.
+KEEPALIVE_GRACE_S = 1.0
 
 
 class PortInUse(OSError):
@@ -62,12 +77,46 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def bind(port: int, host: str) -> list:
+    """Listening sockets for ``host:port`` with SO_REUSEPORT, so that a reload's new process listens beside
+    the old one (scripts/reload) and the kernel shares new connections between them.
+
+    Linux lets a socket join a port only if every socket already there set SO_REUSEPORT and belongs to the
+    same user: anyone else's listener (or one bound without it, like the formation's port check) still
+    makes this fail with EADDRINUSE, so "port in use" is reported as before.
+    """
     try:
-        return tornado.netutil.bind_sockets(port, host, reuse_port=False)
+        sockets = tornado.netutil.bind_sockets(port, host, reuse_port=True)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise PortInUse(f"port {port} is already in use on {host}") from None
         raise
+    for sock in sockets:
+        # A predecessor that steered new connections away from itself (hand_over) left its program on the
+        # port's group; remove it so connections are shared again until this process hands over in turn.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, 0)
+    return sockets
+
+
+def hand_over(sockets: list) -> bool:
+    """Send the port's new connections to the other listener of its SO_REUSEPORT group (a reload's new
+    process), so that closing ours drops none from our accept queue; False where the kernel cannot.
+
+    The group lists its listeners in the order they joined, and one that leaves is replaced by the last:
+    during a reload ours is at index 0 and the new process's at index 1. A classic BPF program returning
+    1 picks that one; with no listener at index 1 (a plain stop) the kernel falls back to its hash.
+    """
+    program = struct.pack("HBBI", BPF_RET_K, 0, 0, 1)
+    buffer = ctypes.create_string_buffer(program)
+    fprog = struct.pack("HL", 1, ctypes.addressof(buffer))
+    steered = False
+    for sock in sockets:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+            steered = True
+        except OSError as e:
+            log.debug("cannot steer new connections to the next process: %s", e)
+    return steered
 
 
 async def serve(
@@ -128,10 +177,27 @@ async def serve(
     await stop.wait()
     started = time.monotonic()
     log.info("shutting down: %d request(s) in flight", inflight.count)
+    # Every answer from now on says "Connection: close" and ends its connection, so no client reuses a
+    # connection this process is about to close (a request sent on it would meet a reset). An idle
+    # keep-alive connection is served once more that way rather than closed under its client.
+    server.conn_params.no_keep_alive = True
+    # Under a reload a new process shares the port: stop the kernel queueing new connections for us, and
+    # accept what it already queued before closing the listener (closing it would reset those).
+    if hand_over(sockets):
+        await asyncio.sleep(HANDOVER_GRACE_S)
     server.stop()
     # Leave a second of the budget for cleanup after requests finish.
     deadline = started + max(0.5, shutdown_timeout_s - 1.0)
-    while inflight.count > 0 and time.monotonic() < deadline:
+    # Keep-alive connections still open get their next request answered (with "Connection: close"); those
+    # that stay quiet for KEEPALIVE_GRACE_S with nothing in flight are closed below.
+    quiet_since: float | None = None
+    while time.monotonic() < deadline and (inflight.count > 0 or server.stats.open > 0):
+        if inflight.count:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= KEEPALIVE_GRACE_S:
+            break
         await asyncio.sleep(0.02)
     if inflight.count:
         log.warning("%d request(s) still running at the shutdown deadline", inflight.count)

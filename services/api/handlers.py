@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 import re
 import time
 import uuid
@@ -187,6 +188,7 @@ class ApiHealthHandler(ApiHandler):
         self.write_json({
             "service": API_NAME, "status": "healthy", "uptime": round(time.time() - self.runtime.started_at, 3),
             "timestamp": datetime.now(UTC).isoformat(), "port": self.runtime.port, "version": API_VERSION,
+            "pid": os.getpid(),  # which process answered: during a reload two share the port
         })
 
 

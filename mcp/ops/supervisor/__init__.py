@@ -12,5 +12,8 @@ health checks are in ``supervisor``; the state is published atomically as JSON i
 (``publish``); ``mcp.formation.state.read_states`` reads those files back for status tools. Options and
 their environment variables are in ``config``.
 
+Signals: SIGTERM/SIGINT stop; SIGUSR2 restarts the child (``scripts/restart``); SIGHUP reloads it without
+downtime, a new child beside the old one (``scripts/reload``); see ``supervisor``.
+
 Exit codes: 0 after SIGTERM/SIGINT, 1 when errored with ``--fail-fast``, 2 for a bad command line.
 """

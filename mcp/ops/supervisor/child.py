@@ -17,7 +17,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def parent_death_prefix() -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
-def executable(command: Sequence[str]) -> str:
+def executable(command: Sequence[str], path: str | None = None) -> str:
     """The program ``command`` runs; FileNotFoundError/PermissionError when it cannot be run.
 
     Checked here because ``setpriv`` would otherwise report a missing program as an ordinary exit,
@@ -57,10 +57,25 @@ def executable(command: Sequence[str]) -> str:
         if not os.access(program, os.X_OK):
             raise PermissionError(13, "Permission denied", program)
         return program
-    found = shutil.which(program)
+    found = shutil.which(program, path=path)
     if found is None:
         raise FileNotFoundError(2, "No such file or directory", program)
     return found
+
+
+def child_environment(environ: Mapping[str, str], interpreter: str = sys.executable) -> dict[str, str]:
+    """Our environment with our interpreter's folder first on PATH.
+
+    A Procfile's ``python`` (and ``watchfiles``, and the ``python`` watchfiles runs) then means the
+    interpreter the supervisor runs on, the one with the project installed, however honcho was started:
+    ``.venv/bin/honcho start`` without an activated virtualenv has the system's python first on PATH.
+    """
+    env = dict(environ)
+    folder = os.path.dirname(interpreter)
+    if folder:
+        rest = [entry for entry in env.get("PATH", os.defpath).split(os.pathsep) if entry and entry != folder]
+        env["PATH"] = os.pathsep.join([folder, *rest])
+    return env
 
 
 async def spawn_child(command: Sequence[str]) -> asyncio.subprocess.Process:
@@ -68,13 +83,15 @@ async def spawn_child(command: Sequence[str]) -> asyncio.subprocess.Process:
 
     Must be called from the main thread: PDEATHSIG fires when the *thread* that forked exits.
     """
-    executable(command)
+    env = child_environment(os.environ)
+    executable(command, env.get("PATH"))
     return await asyncio.create_subprocess_exec(
         *parent_death_prefix(), *command,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
+        env=env,
     )
 
 

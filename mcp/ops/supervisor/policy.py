@@ -30,9 +30,11 @@ def gave_up_reason(result: RunResult, consecutive_unstable: int, config: Supervi
             f"unhealthy), gave up after {config.max_restarts} restarts; last run {run_phrase(result, 'unhealthy')}")
 
 
-def port_in_use_reason(port: int | None, owner: int | None, child_said_so: bool = False) -> str:
+def port_in_use_reason(port: int | None, owner: int | None, child_said_so: bool = False,
+                       owner_name: str | None = None) -> str:
+    """"port 49280 is already in use by pid 4242 (nc)", with what is known of the owner."""
     said = f"child exited with code {EXIT_PORT_IN_USE}"
     if port is None:
         return f"{said} (address already in use)"
-    by = f"pid {owner}" if owner is not None else "another process"
+    by = "another process" if owner is None else f"pid {owner}" + (f" ({owner_name})" if owner_name else "")
     return f"port {port} is already in use by {by}" + (f" ({said})" if child_said_so else "")

@@ -34,6 +34,11 @@ class ChildState:
     last_exit: dict[str, Any] | None = None
     reason: str | None = None
     last_health_at: float | None = None
+    # Restarts and reloads an operator asked for (scripts/restart, scripts/reload); ``restarts`` counts only
+    # the supervisor's own (crashes, hangs).
+    operator_restarts: int = 0
+    # The last operator request and its outcome: seq, kind, status (pending/done/failed), reason, child_pid.
+    operation: dict[str, Any] | None = None
     starts: int = field(default=0, repr=False)
 
 
@@ -86,6 +91,8 @@ def state_document(config: SupervisorConfig, s: ChildState, *, pid: int, pid_sta
         "status": s.status,
         "health": s.health,
         "restarts": s.restarts,
+        "operator_restarts": s.operator_restarts,
+        "operation": s.operation,
         "consecutive_unstable": s.consecutive_unstable,
         "started_at": s.started_at,
         "supervisor_started_at": supervisor_started_at,

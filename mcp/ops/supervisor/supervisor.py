@@ -1,17 +1,31 @@
 """The restart loop: start the child, watch it, health-check it, restart it with backoff, publish its state.
 
 Crashes are restarted with exponential backoff; after ``--max-restarts`` consecutive unstable runs, or
-when the port is taken, the status becomes ``errored`` and the supervisor idles until it is stopped,
-because exiting would make honcho stop every other process. Health (``mcp.formation.health``: HTTP 200
-and ``"status": "healthy"``) is checked every ``--health-interval`` seconds, and every
-``--fast-health-interval`` seconds shortly after a start or once a check has failed, so a frozen child
-(SIGSTOP, a deadlock) is restarted after ``--unhealthy-threshold`` failures in well under a minute.
+when the port is taken, the status becomes ``errored`` and the supervisor idles until it is stopped or an
+operator restarts it, because exiting would make honcho stop every other process. Health
+(``mcp.formation.health``: HTTP 200 and ``"status": "healthy"``) is checked every ``--health-interval``
+seconds, and every ``--fast-health-interval`` seconds shortly after a start or once a check has failed, so
+a frozen child (SIGSTOP, a deadlock) is restarted after ``--unhealthy-threshold`` failures in well under a
+minute.
+
+Operators (``scripts/restart``, ``scripts/reload``) signal the supervisor, whose pid is in its state file:
+
+- SIGUSR2, **restart**: stop the child (SIGTERM, then SIGKILL after ``--stop-timeout``) and start a new one
+  at once. It is not a crash: it counts in ``operator_restarts``, not ``restarts``, and the crash cap
+  starts over (an ``errored`` process is started again with a fresh cap).
+- SIGHUP, **reload**: start a new child while the old one keeps serving (both listen on the port with
+  SO_REUSEPORT), wait until the new one itself answers ``/health`` (its answer names its pid), then
+  SIGTERM the old one, which finishes its in-flight requests. If the new child does not become healthy
+  within ``--health-timeout`` it is stopped and the old one keeps serving.
+
+Each request's outcome is published in the state file's ``operation`` (``seq``, ``kind``, ``status``:
+pending, done or failed, ``reason``), which the scripts wait for. Requests arriving while one is still
+pending are merged into one (a restart wins over a reload).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shlex
@@ -19,10 +33,11 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from mcp.formation.facts import port_free, port_owner, start_ticks
-from mcp.formation.health import probe_ok
+from mcp.formation.facts import cmdline, port_free, port_owner, start_ticks
+from mcp.formation.health import Health, probe, probe_ok
 from mcp.ops.supervisor.child import (
     EXIT_PORT_IN_USE,
     RunResult,
@@ -45,9 +60,41 @@ EXIT_ERRORED = 1
 # How often the supervisor makes sure its state file still exists (someone may `rm -rf .run`).
 STATE_RECHECK_INTERVAL = 2.0
 STARTUP_POLL_INTERVAL = 0.25
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+OPERATION_SIGNALS = {signal.SIGUSR2: "restart", signal.SIGHUP: "reload"}
 
 Spawner = Callable[[Sequence[str]], Awaitable[asyncio.subprocess.Process]]
 Prober = Callable[[str, float], Awaitable[bool]]
+HealthProber = Callable[[str, float], Awaitable[Health]]
+
+
+@dataclass
+class Running:
+    """One started child: the process, the tasks copying its output, when it started (monotonic clock)."""
+
+    process: asyncio.subprocess.Process
+    pumps: list[asyncio.Task[None]]
+    started: float
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def process_name(pid: int) -> str | None:
+    """The program a process runs (``nc``, ``python3``), for messages; None when it cannot be seen."""
+    argv = cmdline(pid)
+    return os.path.basename(argv[0]) if argv and argv[0] else None
+
+
+def in_group(pid: int, pgid: int) -> bool:
+    """Whether ``pid`` is ``pgid`` or a member of its process group (the child and what it started)."""
+    if pid == pgid:
+        return True
+    try:
+        return os.getpgid(pid) == pgid
+    except OSError:
+        return False
 
 
 class Supervisor:
@@ -60,9 +107,11 @@ class Supervisor:
         self.monotonic: Callable[[], float] = time.monotonic
         self.spawn: Spawner = spawn_child
         self.probe: Prober = probe_ok
+        self.probe_health: HealthProber = probe
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.port_free: Callable[[int], bool] = port_free
         self.port_owner: Callable[[int], int | None] = port_owner
+        self.process_name: Callable[[int], str | None] = process_name
         self.stdout: BinaryIO = sys.stdout.buffer
         self.stderr: BinaryIO = sys.stderr.buffer
         self.out_log = LogFile(config.out_log_path, config.log_max_bytes, config.log_backups)
@@ -73,14 +122,20 @@ class Supervisor:
         self.pid_start_ticks = start_ticks(self.pid)
         self.started_at = self.clock()
         self._stop = asyncio.Event()
+        self._request = asyncio.Event()
+        self._requested: str | None = None  # an operator's request not yet acted on
+        self._operator_start = False  # the next start was asked for by an operator
+        self._retiring: set[asyncio.Task[None]] = set()  # children replaced by a reload, finishing
 
     # ---- lifecycle
 
     async def run(self) -> int:
         """Supervise until stopped; returns the process exit code."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.request_stop, sig)
+        for sig, kind in OPERATION_SIGNALS.items():
+            loop.add_signal_handler(sig, self.request_operation, kind)
         if not parent_death_prefix():
             log.warning("setpriv (util-linux) not found: a child will outlive this supervisor if it is killed")
         keeper = asyncio.create_task(self._keep_state_published())
@@ -88,8 +143,8 @@ class Supervisor:
             return await self._supervise()
         finally:
             keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            await asyncio.gather(keeper, *self._retiring, return_exceptions=True)
+            for sig in (*STOP_SIGNALS, *OPERATION_SIGNALS):
                 loop.remove_signal_handler(sig)
 
     def request_stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
@@ -100,6 +155,21 @@ class Supervisor:
         log.info("received %s, stopping", signal.Signals(sig).name)
         self._stop.set()
 
+    def request_operation(self, kind: str) -> None:
+        """Signal handler: an operator asks for a ``restart`` or a ``reload``; published as a pending operation."""
+        if self._stop.is_set():
+            log.info("%s requested while stopping; ignored", kind)
+            return
+        if self._requested == "restart":
+            kind = "restart"
+        seq = int((self.state.operation or {}).get("seq", 0)) + 1
+        self.state.operation = {"seq": seq, "kind": kind, "status": "pending", "reason": None,
+                                "requested_at": self.clock(), "finished_at": None, "child_pid": None}
+        self._requested = kind
+        self._request.set()
+        log.info("%s requested by an operator", kind)
+        self.save()
+
     def close(self) -> None:
         """Release the log files once the loop has ended."""
         self.out_log.close()
@@ -108,80 +178,155 @@ class Supervisor:
     async def _supervise(self) -> int:
         self.save()
         while not self._stop.is_set():
-            conflict = self._port_conflict()
-            if conflict:
-                return await self._fail(conflict)
-            try:
-                result = await self._run_once()
-            except OSError as e:
-                # A missing or non-executable command will not fix itself by retrying.
-                return await self._fail(f"cannot start {shlex.join(self.config.command)}: {e}")
-            if self._stop.is_set() or result.ending == "stopped":
-                break
-            if result.ending == "exited" and result.returncode == EXIT_PORT_IN_USE:
-                return await self._fail(self._port_in_use_reason(child_said_so=True))
-            delay = self._account(result)
-            if delay is None:
-                return await self._fail(gave_up_reason(result, self.state.consecutive_unstable, self.config))
-            self._announce_restart(result, delay)
-            if await self._sleep_unless_stopped(delay):
-                break
+            reason = self._port_conflict() or await self._run_and_wait()
+            if reason is None:
+                continue
+            code = await self._fail(reason)
+            if code is not None:
+                return code
         return self._stopped()
 
-    async def _fail(self, reason: str) -> int:
-        """Enter ``errored``: exit with --fail-fast, otherwise idle until stopped so honcho keeps the rest."""
+    async def _run_and_wait(self) -> str | None:
+        """Run the child once, then wait out the restart delay; why it must not be restarted, or None."""
+        try:
+            result = await self._run_once()
+        except OSError as e:
+            # A missing or non-executable command will not fix itself by retrying.
+            return f"cannot start {shlex.join(self.config.command)}: {e}"
+        if self._stop.is_set() or result.ending == "stopped":
+            return None
+        if result.ending == "restart":
+            self._fresh_start()
+            return None
+        if result.ending == "exited" and result.returncode == EXIT_PORT_IN_USE:
+            return self._port_in_use_reason(child_said_so=True)
+        delay = self._account(result)
+        if delay is None:
+            return gave_up_reason(result, self.state.consecutive_unstable, self.config)
+        self._announce_restart(result, delay)
+        await self._wait(delay)
+        if self._take_request() is not None:
+            self._fresh_start()
+        return None
+
+    async def _fail(self, reason: str) -> int | None:
+        """Enter ``errored``: exit with --fail-fast, otherwise idle (so honcho keeps the rest) until stopped
+        (the exit code) or restarted by an operator (None: start again)."""
         self.state.status, self.state.reason = "errored", reason
         self.state.child_pid, self.state.health = None, "unknown"
         self.save()
         log.error("errored: %s", reason)
+        self._settle(False, reason)
         if self.config.fail_fast:
             log.error("exiting with code %d (--fail-fast)", EXIT_ERRORED)
             return EXIT_ERRORED
-        log.error("not restarting; idle until stopped")
-        await self._stop.wait()
-        return self._stopped()
+        log.error("not restarting; idle until stopped or restarted (scripts/restart %s)", self.config.name)
+        await self._wait()
+        if self._stop.is_set():
+            return self._stopped()
+        log.info("%s requested while errored: starting again with a fresh restart cap", self._take_request())
+        self._fresh_start()
+        return None
 
     def _stopped(self) -> int:
         self.state.status, self.state.child_pid, self.state.health = "stopped", None, "unknown"
+        self._settle(False, "the supervisor stopped")
         self.save()
         log.info("stopped")
         return EXIT_OK
 
+    async def _wait(self, timeout: float | None = None) -> None:
+        """Until a stop, an operator's request, or ``timeout`` seconds, whichever comes first."""
+        waiters = (asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self._request.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+    # ---- operators' requests
+
+    def _take_request(self) -> str | None:
+        kind, self._requested = self._requested, None
+        self._request.clear()
+        return kind
+
+    def _fresh_start(self) -> None:
+        """An operator asked for this start: it is not a crash, and the crash cap starts over."""
+        self.state.consecutive_unstable = 0
+        self.state.reason = None
+        self._operator_start = True
+
+    def _settle(self, ok: bool, reason: str | None = None) -> None:
+        """Publish the outcome of the operation under way, if any (a newer request still waiting keeps it open)."""
+        operation = self.state.operation
+        if operation is None or operation.get("status") != "pending" or self._requested is not None:
+            return
+        operation.update(status="done" if ok else "failed", reason=reason, finished_at=self.clock(),
+                         child_pid=self.state.child_pid)
+        if ok:
+            log.info("%s done: pid %s", operation["kind"], self.state.child_pid)
+        else:
+            log.warning("%s failed: %s", operation["kind"], reason)
+        self.save()
+
     # ---- one run of the child
 
     async def _run_once(self) -> RunResult:
-        """Start the child, watch it until it exits, is stopped, or is judged hung; reap it and its group."""
-        self.state.status, self.state.health = "starting", "unknown"
-        child = await self.spawn(self.config.command)
-        started = self.monotonic()
-        if self.state.starts > 0:
-            self.state.restarts += 1
-        self.state.starts += 1
-        self.state.child_pid, self.state.started_at = child.pid, self.clock()
-        if self.config.health_url is None:
-            self.state.status = "running"
-        log.info("started pid %d: %s", child.pid, shlex.join(self.config.command))
-        self.save()
-        pumps = [asyncio.create_task(pump(child.stdout, self.out_log, self.stdout)),
-                 asyncio.create_task(pump(child.stderr, self.error_log, self.stderr))]
+        """Start the child, watch it until it exits, is stopped, restarted or judged hung (a reload swaps in
+        its successor and goes on watching); reap it and its group."""
+        current = await self._start()
+        first = True
         try:
-            ending = await self._watch(child, started)
+            while (ending := await self._watch(current, first)) == "reload":
+                current, first = await self._reload(current), False
         finally:
-            await self._terminate(child)
-            # Whatever the child left in its group (workers, shells) must not keep the port or the pipes.
-            signal_group(child.pid, signal.SIGKILL)
-            await drain(pumps)
-        assert child.returncode is not None
-        result = RunResult(ending, child.returncode, self.monotonic() - started)
-        self._record_exit(result)
+            await self._end(current)
+        assert current.process.returncode is not None
+        result = RunResult(ending, current.process.returncode, self.monotonic() - current.started)
+        self._record_exit(result, current.pid)
         return result
 
-    async def _watch(self, child: asyncio.subprocess.Process, started: float) -> str:
-        """Wait for the first of: the child exiting, a stop request, the health monitor calling it hung."""
+    async def _spawn(self) -> Running:
+        child = await self.spawn(self.config.command)
+        pumps = [asyncio.create_task(pump(child.stdout, self.out_log, self.stdout)),
+                 asyncio.create_task(pump(child.stderr, self.error_log, self.stderr))]
+        return Running(child, pumps, self.monotonic())
+
+    async def _start(self) -> Running:
+        self.state.status, self.state.health = "starting", "unknown"
+        running = await self._spawn()
+        if self.state.starts > 0:
+            if self._operator_start:
+                self.state.operator_restarts += 1
+            else:
+                self.state.restarts += 1
+        self._operator_start = False
+        self.state.starts += 1
+        self.state.child_pid, self.state.started_at = running.pid, self.clock()
+        log.info("started pid %d: %s", running.pid, shlex.join(self.config.command))
+        if self.config.health_url is None:
+            self.state.status = "running"
+            self._settle(True)
+        self.save()
+        return running
+
+    async def _end(self, running: Running) -> None:
+        await self._terminate(running.process)
+        # Whatever the child left in its group (workers, shells) must not keep the port or the pipes.
+        signal_group(running.pid, signal.SIGKILL)
+        await drain(running.pumps)
+
+    async def _watch(self, current: Running, first: bool = True) -> str:
+        """Wait for the first of: the child exiting, a stop request, an operator's request (``restart`` or
+        ``reload``), the health monitor calling it hung."""
+        child = current.process
         exited = asyncio.ensure_future(child.wait())
         stopping = asyncio.ensure_future(self._stop.wait())
-        hung = asyncio.ensure_future(self.monitor_health(started))
-        waiters = (exited, stopping, hung)
+        asked = asyncio.ensure_future(self._request.wait())
+        hung = asyncio.ensure_future(self.monitor_health(current.started, first))
+        waiters = (exited, stopping, asked, hung)
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if hung.done():
@@ -194,6 +339,8 @@ class Supervisor:
             return "stopped"
         if child.returncode is not None:
             return "exited"
+        if self._request.is_set():
+            return self._take_request() or "restart"
         log.warning("pid %d failed %d health checks in a row; restarting it", child.pid,
                     self.config.unhealthy_threshold)
         return "hung"
@@ -214,12 +361,90 @@ class Supervisor:
             signal_group(child.pid, signal.SIGKILL)
             await child.wait()
 
-    def _record_exit(self, result: RunResult) -> None:
+    def _record_exit(self, result: RunResult, pid: int) -> None:
         code, sig, phrase = describe_exit(result.returncode)
-        reason = {"stopped": "stop requested", "hung": "unhealthy"}.get(result.ending, phrase)
+        reason = {"stopped": "stop requested", "hung": "unhealthy",
+                  "restart": "restart requested"}.get(result.ending, phrase)
         self.state.last_exit = {"code": code, "signal": sig, "reason": reason, "at": self.clock()}
         self.state.child_pid, self.state.health = None, "unknown"
+        if result.ending in ("exited", "hung"):
+            # A restart's new child that died before it answered /health: the operation failed.
+            self._settle(False, f"pid {pid} {run_phrase(result, 'was unhealthy')}")
         self.save()
+
+    # ---- reload
+
+    async def _reload(self, old: Running) -> Running:
+        """Start a successor beside ``old``; once it answers /health itself, SIGTERM ``old`` (it finishes its
+        requests in the background) and return the successor; otherwise stop it and return ``old``."""
+        url = self.config.health_url
+        if url is None:
+            return self._reload_failed(old, "a reload needs --port or --health-url to check the new process; "
+                                            "use restart")
+        log.info("reload: starting a new process beside pid %d", old.pid)
+        try:
+            new = await self._spawn()
+        except OSError as e:
+            return self._reload_failed(old, f"cannot start {shlex.join(self.config.command)}: {e}")
+        log.info("reload: started pid %d", new.pid)
+        why = await self._await_successor(new, url)
+        if why is not None:
+            await self._end(new)
+            return self._reload_failed(old, why)
+        self._retire(old)
+        self.state.starts += 1
+        self.state.operator_restarts += 1
+        self.state.child_pid, self.state.started_at, self.state.status = new.pid, self.clock(), "running"
+        self._record_health(True)
+        log.info("reload: pid %d answers /health and serves; pid %d finishes its requests and exits",
+                 new.pid, old.pid)
+        self._settle(True)
+        return new
+
+    def _reload_failed(self, old: Running, why: str) -> Running:
+        self._settle(False, f"{why}; pid {old.pid} keeps serving")
+        return old
+
+    async def _await_successor(self, new: Running, url: str) -> str | None:
+        """Poll ``url`` until the answer comes from ``new`` (its pid, or one of its group, in the /health body);
+        why not, once it exits, a stop is requested or --health-timeout passes.
+
+        Both processes listen on the port and each connection goes to one of them, so an answer only counts
+        when it names the new process; every probe is a new connection, so the new one is reached soon.
+        """
+        deadline = new.started + self.config.health_timeout
+        last = "no answer"
+        while True:
+            if self._stop.is_set():
+                return "a stop was requested"
+            if new.process.returncode is not None:
+                ended = describe_exit(new.process.returncode)[2]
+                return f"the new process (pid {new.pid}) {ended} before it was healthy"
+            remaining = deadline - self.monotonic()
+            if remaining <= 0:
+                return (f"the new process (pid {new.pid}) did not answer {url} as healthy within "
+                        f"{self.config.health_timeout:g}s (last: {last})")
+            health = await self.probe_health(url, max(0.05, min(self.config.health_request_timeout, remaining)))
+            answered = (health.body or {}).get("pid")
+            if health.healthy and isinstance(answered, int) and in_group(answered, new.pid):
+                log.info("reload: pid %d healthy after %.1fs", new.pid, self.monotonic() - new.started)
+                return None
+            if not health.healthy:
+                last = health.reason or "unhealthy"
+            elif not isinstance(answered, int):
+                last = "the /health answer does not name its pid"
+            await self.sleep(min(STARTUP_POLL_INTERVAL, max(0.0, remaining)))
+
+    def _retire(self, old: Running) -> None:
+        """SIGTERM a replaced child (it finishes its in-flight requests) and reap it in the background."""
+        async def retire() -> None:
+            await self._end(old)
+            assert old.process.returncode is not None
+            log.info("replaced pid %d %s", old.pid, describe_exit(old.process.returncode)[2])
+
+        task = asyncio.create_task(retire())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     # ---- restart policy
 
@@ -238,12 +463,6 @@ class Supervisor:
         self.state.status = "restarting"
         self.save()
 
-    async def _sleep_unless_stopped(self, delay: float) -> bool:
-        """Wait ``delay`` seconds; True if a stop was requested meanwhile."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), delay)
-        return self._stop.is_set()
-
     # ---- ports
 
     def _port_conflict(self) -> str | None:
@@ -255,19 +474,29 @@ class Supervisor:
 
     def _port_in_use_reason(self, child_said_so: bool = False) -> str:
         port = self.config.port
-        return port_in_use_reason(port, self.port_owner(port) if port is not None else None, child_said_so)
+        owner = self.port_owner(port) if port is not None else None
+        name = self.process_name(owner) if owner is not None else None
+        return port_in_use_reason(port, owner, child_said_so, name)
 
     # ---- health
 
-    async def monitor_health(self, started: float) -> None:
-        """Keep ``health`` current while the child runs; returns only once the child is judged hung."""
+    async def monitor_health(self, started: float, first: bool = True) -> None:
+        """Keep ``health`` current while the child runs; returns only once the child is judged hung.
+
+        ``first``: the child is new and has yet to answer (after a reload the successor already has).
+        """
         url = self.config.health_url
         if url is None:
             await asyncio.get_running_loop().create_future()  # nothing to watch: wait to be cancelled
             return
-        failures = 0 if await self._await_first_health(url, started) else 1
-        self.state.status = "running"
-        self.save()
+        failures = 0
+        if first:
+            failures = 0 if await self._await_first_health(url, started) else 1
+            self.state.status = "running"
+            self.save()
+            self._settle(failures == 0, None if failures == 0 else
+                         f"pid {self.state.child_pid} did not answer {url} as healthy within "
+                         f"{self.config.health_timeout:g}s")
         while failures < self.config.unhealthy_threshold:
             await self.sleep(self.health_delay(started, failures))
             ok = await self.probe(url, self.config.health_request_timeout)
