@@ -61,8 +61,9 @@ def in_pty(root, *args, **extra_env):
     os.close(slave)
     out = b""
     while True:
-        ready, _, _ = select.select([master], [], [], 30)
-        if not ready:
+        poller = select.poll()  # not select(): descriptors may be past 1024 in a long test run
+        poller.register(master, select.POLLIN)
+        if not poller.poll(30_000):
             break
         try:
             chunk = os.read(master, 65536)

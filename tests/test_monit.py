@@ -164,9 +164,14 @@ class Terminal:
         return self.proc.wait(1)
 
     def _read(self, timeout):
-        ready, _, _ = select.select([self.master], [], [], timeout)
-        if ready:
-            self.output += os.read(self.master, 65536)
+        # poll, not select: earlier tests in the same process may have pushed descriptors past 1024.
+        poller = select.poll()
+        poller.register(self.master, select.POLLIN)
+        if poller.poll(timeout * 1000):
+            try:
+                self.output += os.read(self.master, 65536)
+            except OSError:  # the child has gone and closed its side
+                pass
 
     def close(self):
         if self.proc.poll() is None:

@@ -512,8 +512,10 @@ def test_after_a_failed_check_the_next_ones_come_fast_so_a_frozen_child_is_caugh
 
 def test_a_sigstopped_child_is_restarted_within_45s_with_the_default_health_schedule(supervise):
     port = free_port()
-    # Only the fast window after a start is closed, so the steady schedule applies at once.
-    sup = supervise("frozen", ["--port", str(port)], ["--port", str(port), "--fast-health-window", "0"], fast=False)
+    # Only the fast window after a start is closed, so the steady schedule applies at once. A longer stop
+    # timeout keeps a loaded machine from turning a slow graceful exit into a SIGKILL (checked below).
+    sup = supervise("frozen", ["--port", str(port)],
+                    ["--port", str(port), "--fast-health-window", "0", "--stop-timeout", "10"], fast=False)
     first = sup.healthy()
     os.kill(first["child_pid"], signal.SIGSTOP)
     stopped = time.monotonic()

@@ -8,9 +8,9 @@ guess.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
-import ctypes
 import errno
 import gc
 import logging
@@ -106,9 +106,10 @@ def hand_over(sockets: list) -> bool:
     during a reload ours is at index 0 and the new process's at index 1. A classic BPF program returning
     1 picks that one; with no listener at index 1 (a plain stop) the kernel falls back to its hash.
     """
-    program = struct.pack("HBBI", BPF_RET_K, 0, 0, 1)
-    buffer = ctypes.create_string_buffer(program)
-    fprog = struct.pack("HL", 1, ctypes.addressof(buffer))
+    # struct sock_fprog points at the filter; array.buffer_info() is the standard library's way to the
+    # address of a buffer (the kernel copies the program during setsockopt, so it need not outlive it).
+    program = array.array("B", struct.pack("HBBI", BPF_RET_K, 0, 0, 1))
+    fprog = struct.pack("HL", 1, program.buffer_info()[0])
     steered = False
     for sock in sockets:
         try:
