@@ -209,3 +209,10 @@ def test_api_services_status_does_not_hold_up_other_requests(supervisors, admin)
     thread.join(10)
     hung = {p["name"]: p for p in slow["r"].json["processes"]}["hung"]
     assert hung["health"] == "unhealthy" and hung["health_source"] == "live"
+
+
+def test_the_restarts_column_tells_the_operators_restarts_apart():
+    from mcp.formation.status import restarts_cell
+
+    assert restarts_cell({"restarts": 2}) == "2"
+    assert restarts_cell({"restarts": 0, "operator_restarts": 3}) == "0 +3 op"

@@ -66,6 +66,7 @@ def build_rows(states: Sequence[Mapping[str, Any]], after: Mapping[int, GroupSam
             "health_source": "supervisor",
             "last_health_at": state.get("last_health_at"),
             "restarts": state.get("restarts", 0),
+            "operator_restarts": state.get("operator_restarts", 0),
             "uptime": round(max(0.0, now - started), 1) if alive and isinstance(started, (int, float)) else None,
             "cpu": round(cpu_percent((before or {}).get(child), sample), 1) if sample else None,
             "memory": sample.rss_bytes if sample else None,
@@ -141,12 +142,18 @@ def human_duration(seconds: float | None) -> str:
     return " ".join(f"{value}{unit}" for value, unit in parts[:2])
 
 
+def restarts_cell(row: Mapping[str, Any]) -> str:
+    """Crashes and hangs the supervisor restarted, then (``+N op``) restarts and reloads an operator asked for."""
+    asked = row.get("operator_restarts") or 0
+    return f"{row['restarts']} +{asked} op" if asked else str(row["restarts"])
+
+
 def table_cells(row: Mapping[str, Any]) -> list[str]:
     """A row as the table shows it, in COLUMNS order."""
     cpu = row["cpu"]
     return [
         str(row["name"]), "-" if row["pid"] is None else str(row["pid"]), str(row["status"]), str(row["health"]),
-        str(row["restarts"]), human_duration(row["uptime"]), "-" if cpu is None else f"{cpu:.1f}%",
+        restarts_cell(row), human_duration(row["uptime"]), "-" if cpu is None else f"{cpu:.1f}%",
         human_bytes(row["memory"]), "-" if row["port"] is None else str(row["port"]),
     ]
 
