@@ -22,7 +22,6 @@ from mcp.server.scrub import scrub_method, scrub_path
 log = logging.getLogger(__name__)
 
 
-
 def request_logger(metrics: Metrics, access: AccessLog | None = None) -> Callable[[tornado.web.RequestHandler], None]:
     """The application's log_function: an access log line and request metrics, per request."""
     access = access if access is not None else AccessLog()
@@ -92,7 +91,6 @@ class BaseHandler(tornado.web.RequestHandler):
         self._counted = False
         self._body = bytearray()
         self._too_large = False
-        self._body_read = False
         self._max_body = int(self.application.settings.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES))
         self._max_digits = len(str(self._max_body))
 
@@ -153,12 +151,15 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_status(status)
         self.finish(encode_json(payload))
 
-    def json_body(self) -> dict[str, Any]:
-        """The request body as a JSON object, or BadRequest saying what is wrong with it."""
-        self.body_read()
+    def body_bytes(self) -> bytes:
+        """The whole request body (a handler method runs only once it has arrived), or PayloadTooLarge."""
         if self._too_large:
             raise PayloadTooLarge(f"the request body is larger than {self._max_body} bytes")
-        raw = bytes(self._body)
+        return bytes(self._body)
+
+    def json_body(self) -> dict[str, Any]:
+        """The request body as a JSON object, or BadRequest saying what is wrong with it."""
+        raw = self.body_bytes()
         if not raw:
             raise BadRequest("the request body is empty; send a JSON object", code="empty_body")
         try:
@@ -168,10 +169,6 @@ class BaseHandler(tornado.web.RequestHandler):
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object", code="invalid_json")
         return body
-
-    def body_read(self) -> None:
-        """Note that the whole body has arrived: Tornado calls the method only once it has."""
-        self._body_read = True
 
     def send_error_body(self, err: PlatformError, body: str) -> None:
         """An error answer: its status and headers, and ``body`` (JSON)."""

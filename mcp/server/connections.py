@@ -225,7 +225,6 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         self._accept_log = RateLimitedLog(log)
         self._cap_log = RateLimitedLog(log)
         self._paused: set[int] = set()
-        self._lingering = 0
 
     # --- accepting ------------------------------------------------------------------------------
 
@@ -349,7 +348,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
     def linger(self, sock: socket.socket) -> None:
         """Keep ``sock``'s connection open a little after its stream closes: stop sending (FIN after
         what was written) and discard what the client still sends, so it reads our answer."""
-        if self._lingering >= LINGER_MAX:
+        if self.stats.lingering >= LINGER_MAX:
             return
         try:
             dup = sock.dup()
@@ -357,8 +356,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
             dup.shutdown(socket.SHUT_WR)
         except OSError:
             return
-        self._lingering += 1
-        self.stats.lingering = self._lingering
+        self.stats.lingering += 1
         loop = IOLoop.current()
         state = {"left": LINGER_BYTES, "done": False}
 
@@ -371,8 +369,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
             except (KeyError, ValueError):
                 pass
             dup.close()
-            self._lingering -= 1
-            self.stats.lingering = self._lingering
+            self.stats.lingering -= 1
 
         def drain(_fd: Any, _events: int) -> None:
             try:

@@ -22,7 +22,6 @@ from tornado.httputil import HTTPHeaders
 from mcp.errors import (
     MethodNotAllowed,
     NotAcceptable,
-    PayloadTooLarge,
     RateLimited,
     UnsupportedMediaType,
     client_error,
@@ -74,12 +73,9 @@ class McpHandler(InstanceHandler):
             raise UnsupportedMediaType("send the JSON-RPC message with Content-Type: application/json")
 
     async def post(self, instance: str) -> None:
-        self.body_read()
-        if self._too_large:
-            raise PayloadTooLarge(f"the request body is larger than {self._max_body} bytes")
         rt = self.runtime
         server = McpServer(rt.registry, self._invoker(), rt.server_info, rt.settings.mcp_page_size)
-        reply = await handle_post(server, _HeaderLists(self.request.headers), bytes(self._body))
+        reply = await handle_post(server, _HeaderLists(self.request.headers), self.body_bytes())
         self.set_status(reply.status)
         if reply.body is None:
             self.clear_header("Content-Type")
