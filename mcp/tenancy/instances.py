@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 _INSTANCES_SQL = """
-SELECT id, service_name, status, expires_at, credentials_enc
+SELECT id, service_name, status, expires_at, credentials_enc, token_expires_at, tool_policy
 FROM service_instances WHERE id = ANY(%s) AND service_name = %s
 """
 
@@ -49,6 +49,10 @@ class Instance:
     status: str
     expires_at: datetime | None
     credentials: dict[str, str]
+    # When the access token dies (OAuth instances that expire); None: it does not.
+    token_expires_at: datetime | None = None
+    # {"allow": [names]} or {"read_only": true} as stored; None: every tool of the service.
+    tool_policy: dict[str, Any] | None = None
     # str(id): the key per-instance state (cache, rate and concurrency limits) is kept under; a
     # str hashes once, a UUID's hash is computed in Python every time.
     key: str = ""
@@ -257,4 +261,6 @@ class InstanceResolver:
             status=row["status"],
             expires_at=row["expires_at"],
             credentials=credentials,
+            token_expires_at=row["token_expires_at"],
+            tool_policy=row["tool_policy"],
         )
