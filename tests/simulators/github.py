@@ -7,6 +7,13 @@ Tokens: any ``Authorization: Bearer <token>`` (or ``token <token>``) is valid un
 same generated content except ``nobody/missing`` (404). Each repository has 75 issues, every fourth
 of which is a pull request; next-page links use ``/repositories/{id}/...`` as GitHub's do. Use
 ``fail()`` with ``rate_limit_headers()`` for rate limits, and for 5xx.
+
+OAuth (a GitHub App with expiring user tokens): ``/login/oauth/authorize`` redirects back with a code as a
+user who clicks "Authorize"; ``/login/oauth/access_token`` exchanges it (form or query parameters, answer
+form-encoded unless ``Accept: application/json``) and refreshes with ``grant_type=refresh_token``, rotating
+the single-use refresh token and invalidating the previous access token. Errors are HTTP 200 with
+``error``/``error_description``/``error_uri``. Issued tokens are checked by the API (expired, revoked or
+superseded: 401 "Bad credentials") and ``/user`` answers their account's login.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from tests.simulators.base import Simulator
+from tests.simulators.oauth import OAuthMixin, ProviderRules, client_credentials, form_of
 
 TOKEN = web.RequestKey("token", str)
+LOGIN = web.RequestKey("login", str)
 DOCS = "https://docs.github.com/rest"
 SUPPORTED_VERSIONS = ("2022-11-28", "2026-03-10")
 ACCEPTABLE = ("application/vnd.github+json", "application/vnd.github.v3+json", "application/json", "*/*")
@@ -40,9 +49,10 @@ LOGO = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 BIG_SIZE = 2_000_000
 
 
-def user_for(token: str) -> dict[str, Any]:
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    login = f"user-{digest[:8]}"
+def user_for(token: str, login: str | None = None) -> dict[str, Any]:
+    """The user a token belongs to: an OAuth grant's account, else one derived from the token."""
+    digest = hashlib.sha256((login or token).encode()).hexdigest()
+    login = login or f"user-{digest[:8]}"
     return {"login": login, "id": int(digest[:7], 16), "node_id": f"U_{digest[:12]}",
             "avatar_url": f"https://avatars.githubusercontent.com/u/{int(digest[:7], 16)}?v=4",
             "html_url": f"https://github.com/{login}", "type": "User", "site_admin": False,
@@ -79,9 +89,41 @@ def _b64(data: bytes) -> str:
     return "".join(text[i:i + 60] + "\n" for i in range(0, len(text), 60))
 
 
-class GitHubSimulator(Simulator):
+OAUTH_DOCS = "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors"
+OAUTH_ERRORS = {
+    "incorrect_client_credentials": ("The client_id and/or client_secret passed are incorrect.",
+                                     f"{OAUTH_DOCS}/#incorrect-client-credentials"),
+    "redirect_uri_mismatch": ("The redirect_uri MUST match the registered callback URL for this application.",
+                              f"{OAUTH_DOCS}/#redirect-uri-mismatch2"),
+    "bad_verification_code": ("The code passed is incorrect or expired.", f"{OAUTH_DOCS}/#bad-verification-code"),
+    "bad_refresh_token": ("The refresh token passed is incorrect or expired.",
+                          "https://docs.github.com/apps/creating-github-apps/authenticating-with-a-github-app/"
+                          "refreshing-user-access-tokens"),
+    "unsupported_grant_type": ("The grant type is not supported.", OAUTH_DOCS),
+}
+GITHUB_RULES = ProviderRules(access_prefix="ghu_", refresh_prefix="ghr_", default_access_lifetime_s=28800,
+                             default_refresh_lifetime_s=15897600, rotate_refresh=True,
+                             refresh_kills_old_access=True)
+
+
+def _oauth_answer(request: web.Request, data: dict[str, Any]) -> web.Response:
+    """GitHub answers the token endpoint form-encoded unless the client asks for JSON (errors too, status 200)."""
+    if "application/json" in request.headers.get("Accept", ""):
+        return web.json_response(data)
+    return web.Response(text=urlencode({k: v for k, v in data.items() if v is not None}),
+                        content_type="application/x-www-form-urlencoded")
+
+
+class GitHubSimulator(OAuthMixin, Simulator):
+    oauth_rules = GITHUB_RULES
+    oauth_env_prefix = "GITHUB"
+    authorize_path = "/login/oauth/authorize"
+    token_path = "/login/oauth/access_token"
+    default_scope = ""
+
     def __init__(self) -> None:
         super().__init__(name="github")
+        self._oauth_init()
         self._repo_ids: dict[int, tuple[str, str]] = {}
         self.created_issues: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.comments: list[dict[str, Any]] = []
@@ -98,6 +140,8 @@ class GitHubSimulator(Simulator):
     def routes(self, app: web.Application) -> None:
         app.middlewares.append(self._checks)
         r = app.router
+        r.add_get(self.authorize_path, self.oauth_authorize)
+        r.add_post(self.token_path, self.oauth_token)
         r.add_get("/user", self.me)
         r.add_get("/search/repositories", self.search)
         r.add_get("/repos/{owner}/{repo}", self.repository)
@@ -119,6 +163,8 @@ class GitHubSimulator(Simulator):
 
     @web.middleware
     async def _checks(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/login/oauth/"):
+            return await handler(request)  # github.com itself, not the API
         version = request.headers.get("X-GitHub-Api-Version")
         if version is not None and version not in SUPPORTED_VERSIONS:
             return error(400, f"API version {version!r} is not supported.",
@@ -133,7 +179,12 @@ class GitHubSimulator(Simulator):
             return error(401, "Requires authentication")
         if scheme.lower() not in ("bearer", "token") or not token or token.startswith("bad"):
             return error(401, "Bad credentials")
+        status, grant = self._oauth.check_access(token)
+        if status in ("expired", "revoked"):
+            return error(401, "Bad credentials")
         request[TOKEN] = token
+        if grant is not None:
+            request[LOGIN] = grant.account
         if request.match_info.get("owner") == "nobody" and request.match_info.get("repo") == "missing":
             return error(404, "Not Found")
         resp = await handler(request)
@@ -141,6 +192,67 @@ class GitHubSimulator(Simulator):
         resp.headers.update(rate_limit_headers(limit=30 if search else 5000, remaining=29 if search else 4999,
                                                resource="search" if search else "core"))
         return resp
+
+    def _user(self, request: web.Request) -> dict[str, Any]:
+        return user_for(request[TOKEN], request.get(LOGIN))
+
+    # OAuth ----------------------------------------------------------------------------------------
+
+    async def oauth_authorize(self, request: web.Request) -> web.Response:
+        def missing(name: str) -> web.Response:
+            # GitHub shows an HTML page (404 for an unknown application) rather than redirecting.
+            return web.Response(status=404 if name == "client_id" else 400, content_type="text/html",
+                                text=f"<html><body>Invalid {name}</body></html>")
+        deny = {"error": "access_denied", "error_description": "The user has denied your application access.",
+                "error_uri": "https://docs.github.com/apps/managing-oauth-apps/"
+                             "troubleshooting-authorization-request-errors/#access-denied"}
+        return await self._authorize(request, missing, deny)
+
+    def _requested_scope(self, request: web.Request) -> str:
+        # A GitHub App's user token carries the app's permissions, and its "scope" is always empty.
+        return ""
+
+    async def oauth_token(self, request: web.Request) -> web.Response:
+        args = await form_of(request)
+        grant_type = args.get("grant_type") or "authorization_code"
+        credential = args.get("refresh_token" if grant_type == "refresh_token" else "code", "")
+        oauth = self._oauth
+
+        def fail(code: str, account: str | None = None) -> web.Response:
+            oauth.record_locked(grant_type, credential, code, account)
+            description, uri = OAUTH_ERRORS[code]
+            return _oauth_answer(request, {"error": code, "error_description": description, "error_uri": uri})
+
+        with self._lock:
+            injected = oauth.take_failure_locked()
+            if injected is not None:
+                oauth.record_locked(grant_type, credential, f"http_{injected}")
+                return web.Response(status=injected, text="<html><body>Service unavailable</body></html>",
+                                    content_type="text/html")
+            client_id, secret = client_credentials(request, args)
+            if client_id != oauth.client_id or secret != oauth.client_secret:
+                return fail("incorrect_client_credentials")
+            if grant_type == "refresh_token":
+                reason, grant, tokens = oauth.use_refresh_locked(credential)
+                if reason != "ok":
+                    return fail("bad_refresh_token", grant.account if grant else None)
+                assert grant is not None
+                oauth.record_locked(grant_type, credential, "ok", grant.account)
+            elif grant_type == "authorization_code":
+                reason, code = oauth.redeem_code_locked(credential, args.get("redirect_uri"),
+                                                        args.get("code_verifier"), client_id)
+                if reason == "redirect_uri":
+                    return fail("redirect_uri_mismatch")
+                if code is None:
+                    return fail("bad_verification_code")
+                tokens = oauth.new_grant_locked(code.account, code.scope)
+                oauth.record_locked(grant_type, credential, "ok", code.account)
+            else:
+                return fail("unsupported_grant_type")
+        return _oauth_answer(request, {"access_token": tokens["access_token"], "expires_in": tokens["expires_in"],
+                                       "refresh_token": tokens["refresh_token"],
+                                       "refresh_token_expires_in": tokens["refresh_token_expires_in"],
+                                       "scope": "", "token_type": "bearer"})
 
     # Data -----------------------------------------------------------------------------------------
 
@@ -234,7 +346,7 @@ class GitHubSimulator(Simulator):
     # Handlers -------------------------------------------------------------------------------------
 
     async def me(self, request: web.Request) -> web.Response:
-        return web.json_response(user_for(request[TOKEN]))
+        return web.json_response(self._user(request))
 
     async def search(self, request: web.Request) -> web.Response:
         q = request.query.get("q", "").strip()
@@ -336,7 +448,7 @@ class GitHubSimulator(Simulator):
         n = ISSUE_COUNT + len(created) + 1
         full = f"{owner}/{repo}"
         issue = {**self.issue_json(owner, repo, 1), "id": 9000 + n, "number": n, "title": title,
-                 "body": body.get("body"), "user": _short_user(user_for(request[TOKEN])["login"]),
+                 "body": body.get("body"), "user": _short_user(self._user(request)["login"]),
                  "labels": [{"name": name, "color": "ededed", "default": False} for name in body.get("labels", [])],
                  "assignees": [_short_user(a) for a in body.get("assignees", [])], "milestone": None,
                  "state": "open", "state_reason": None, "closed_at": None, "comments": 0,
@@ -358,7 +470,7 @@ class GitHubSimulator(Simulator):
         full = f"{owner}/{repo}"
         comment = {"id": cid, "node_id": f"IC_{cid}", "url": f"https://api.github.com/repos/{full}/issues/comments/{cid}",
                    "html_url": f"https://github.com/{full}/issues/{n}#issuecomment-{cid}", "body": body["body"],
-                   "user": _short_user(user_for(request[TOKEN])["login"]), "created_at": "2026-11-25T12:00:00Z",
+                   "user": _short_user(self._user(request)["login"]), "created_at": "2026-11-25T12:00:00Z",
                    "updated_at": "2026-11-25T12:00:00Z", "issue_url": f"https://api.github.com/repos/{full}/issues/{n}",
                    "author_association": "OWNER"}
         self.comments.append(comment)
@@ -421,7 +533,7 @@ class GitHubSimulator(Simulator):
         n = 100 + len(self.pulls_created)
         pull = {**self.pull_json(owner, repo, 4), "id": 8000 + n, "number": n, "title": body["title"],
                 "body": body.get("body"), "draft": bool(body.get("draft", False)), "state": "open", "labels": [],
-                "user": _short_user(user_for(request[TOKEN])["login"]), "closed_at": None,
+                "user": _short_user(self._user(request)["login"]), "closed_at": None,
                 "html_url": f"https://github.com/{owner}/{repo}/pull/{n}", "mergeable": None,
                 "mergeable_state": "unknown", "changed_files": 1}
         label = body["head"] if ":" in body["head"] else f"{owner}:{head}"

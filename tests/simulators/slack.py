@@ -13,6 +13,14 @@ with archived and unwanted types filtered out of each page *after* paging, so pa
 as Slack's do; 250 users U00000001..U00000250; 30 messages per channel (message 5 has a thread of 3
 replies, every 10th mentions "deploy"). C0MISSING (or any unknown id) is ``channel_not_found``.
 Use ``fail()`` for HTTP 429 with Retry-After, 5xx, or any other ``ok: false`` body.
+
+OAuth (a bot install with token rotation): ``/oauth/v2/authorize`` redirects back with a code as a user who
+clicks "Allow"; ``oauth.v2.access`` (form POST, client credentials in the form or HTTP Basic) exchanges it
+for ``xoxe.xoxb-…`` plus a ``xoxe-1-…`` refresh token that expires in 12 hours, and refreshes with
+``grant_type=refresh_token``, rotating the single-use refresh token. Failures are HTTP 200 ``ok: false``
+(``invalid_code``, ``bad_redirect_uri``, ``invalid_refresh_token``, ``invalid_client_id``,
+``bad_client_secret`` ...). An issued token belongs to a workspace named after its account; expired it
+answers ``token_expired``, revoked ``token_revoked``.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from tests.simulators.base import Simulator
+from tests.simulators.oauth import OAuthMixin, ProviderRules, client_credentials, form_of
 
 N_CHANNELS = 250
 N_USERS = 250
@@ -44,11 +53,17 @@ _TS = re.compile(r"^\d+(\.\d+)?$")
 Handler = Callable[[dict[str, Any], dict[str, Any]], Awaitable[web.Response]]
 
 
-def identity(token: str) -> dict[str, Any]:
-    """The workspace and user a token belongs to."""
-    digest = hashlib.sha256(token.encode()).hexdigest()[:8].upper()
+def identity(token: str, account: str | None = None) -> dict[str, Any]:
+    """The workspace and user a token belongs to (an OAuth grant's: the workspace named after its account)."""
+    digest = hashlib.sha256((account or token).encode()).hexdigest()[:8].upper()
     return {"team_id": f"T{digest}", "user_id": f"U{digest}", "bot_id": f"B{digest}",
-            "team": f"Workspace {digest}", "is_bot": token.startswith("xoxb-")}
+            "team": account or f"Workspace {digest}", "is_bot": account is not None or token.startswith("xoxb-")}
+
+
+# With token rotation Slack's tokens live 12 hours; refresh tokens do not expire but are single-use.
+SLACK_RULES = ProviderRules(access_prefix="xoxe.xoxb-1-", refresh_prefix="xoxe-1-", default_access_lifetime_s=43200,
+                            default_refresh_lifetime_s=None, rotate_refresh=True, refresh_kills_old_access=False)
+APP_ID = "A0SIMULATOR"
 
 
 def ok(**fields: Any) -> web.Response:
@@ -200,9 +215,16 @@ def _ts_key(ts: str) -> tuple[int, int]:
     return int(whole), int((frac or "0").ljust(6, "0")[:6])
 
 
-class SlackSimulator(Simulator):
+class SlackSimulator(OAuthMixin, Simulator):
+    oauth_rules = SLACK_RULES
+    oauth_env_prefix = "SLACK"
+    authorize_path = "/oauth/v2/authorize"
+    token_path = "/api/oauth.v2.access"
+    default_scope = "channels:read,channels:history,chat:write"
+
     def __init__(self) -> None:
         super().__init__(name="slack")
+        self._oauth_init()
         self._state_reset()
         self._methods: dict[str, Handler] = {
             "conversations.list": self.conversations_list,
@@ -233,12 +255,15 @@ class SlackSimulator(Simulator):
         return f"{self.url}/api"
 
     def routes(self, app: web.Application) -> None:
+        app.router.add_get(self.authorize_path, self.oauth_authorize)
         app.router.add_route("*", "/api/{method}", self.dispatch)
 
     # The envelope: method lookup, argument parsing, auth -----------------------------------------
 
     async def dispatch(self, request: web.Request) -> web.Response:
         name = request.match_info["method"]
+        if name == "oauth.v2.access":
+            return await self.oauth_v2_access(request)
         handler = self._methods.get(name)
         if handler is None:
             return error("unknown_method", status=404, req_method=name)
@@ -267,9 +292,14 @@ class SlackSimulator(Simulator):
         token = auth[7:] if auth.startswith("Bearer ") else args.pop("token", None)
         if not token:
             return error("not_authed")
-        if not _TOKEN.match(token) or token[5:].startswith("bad"):
+        status, grant = self._oauth.check_access(token)
+        if status == "expired":
+            return error("token_expired")
+        if status == "revoked":
+            return error("token_revoked")
+        if grant is None and (not _TOKEN.match(token) or token[5:].startswith("bad")):
             return error("invalid_auth")
-        who = {**identity(token), "token": token}
+        who = {**identity(token, grant.account if grant else None), "token": token}
         resp = await handler(who, args)
         if warning and resp.status == 200 and resp.body is not None:
             data = json.loads(resp.body)  # type: ignore[arg-type]
@@ -277,6 +307,66 @@ class SlackSimulator(Simulator):
             data.setdefault("response_metadata", {})["warnings"] = [warning]
             return web.json_response(data)
         return resp
+
+    # OAuth ----------------------------------------------------------------------------------------------
+
+    async def oauth_authorize(self, request: web.Request) -> web.Response:
+        def missing(name: str) -> web.Response:
+            # Slack shows an error page ("Something went wrong when authorizing this app") instead.
+            return web.Response(status=400, content_type="text/html",
+                                text=f"<html><body>Something went wrong: invalid {name}</body></html>")
+        return await self._authorize(request, missing, {"error": "access_denied"})
+
+    def _requested_scope(self, request: web.Request) -> str:
+        return request.query.get("scope") or self.default_scope
+
+    def _install(self, account: str, scope: str, tokens: dict[str, Any]) -> dict[str, Any]:
+        """oauth.v2.access's answer for a bot install with token rotation."""
+        who = identity("", account)
+        return {"app_id": APP_ID, "authed_user": {"id": f"U{who['team_id'][1:]}"}, "scope": scope,
+                "token_type": "bot", "access_token": tokens["access_token"], "bot_user_id": f"U0BOT{who['bot_id'][1:]}",
+                "refresh_token": tokens["refresh_token"], "expires_in": tokens["expires_in"],
+                "team": {"id": who["team_id"], "name": account}, "enterprise": None, "is_enterprise_install": False}
+
+    async def oauth_v2_access(self, request: web.Request) -> web.Response:
+        args = await form_of(request)
+        grant_type = args.get("grant_type") or "authorization_code"
+        credential = args.get("refresh_token" if grant_type == "refresh_token" else "code", "")
+        oauth = self._oauth
+
+        def fail(code: str, account: str | None = None) -> web.Response:
+            oauth.record_locked(grant_type, credential, code, account)
+            return error(code)
+
+        with self._lock:
+            injected = oauth.take_failure_locked()
+            if injected is not None:
+                oauth.record_locked(grant_type, credential, f"http_{injected}")
+                return web.Response(status=injected, text="Service Unavailable", content_type="text/plain")
+            client_id, secret = client_credentials(request, args)
+            if client_id != oauth.client_id:
+                return fail("invalid_client_id")
+            if secret != oauth.client_secret:
+                return fail("bad_client_secret")
+            if grant_type == "refresh_token":
+                reason, grant, tokens = oauth.use_refresh_locked(credential)
+                if grant is None or reason != "ok":
+                    return fail("invalid_refresh_token", grant.account if grant else None)
+                oauth.record_locked(grant_type, credential, "ok", grant.account)
+                account, scope = grant.account, grant.scope
+            elif grant_type == "authorization_code":
+                reason, code = oauth.redeem_code_locked(credential, args.get("redirect_uri"),
+                                                        args.get("code_verifier"), client_id)
+                if reason == "redirect_uri":
+                    return fail("bad_redirect_uri")
+                if code is None:
+                    return fail("invalid_code")
+                tokens = oauth.new_grant_locked(code.account, code.scope)
+                oauth.record_locked(grant_type, credential, "ok", code.account)
+                account, scope = code.account, code.scope
+            else:
+                return fail("invalid_grant_type")
+        return ok(**self._install(account, scope, tokens))
 
     def _visible_channel(self, who: dict[str, Any], args: dict[str, Any]) -> dict[str, Any] | web.Response:
         c = channel(str(args.get("channel") or ""), who["team_id"])
