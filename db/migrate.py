@@ -29,6 +29,7 @@ from honcho.environ import parse_procfile
 from psycopg.rows import dict_row
 
 from mcp.ops.procfile import command_words, port_word, supervised_module
+from mcp.ops.supervisor.config import SupervisorConfigError, parse_workers, workers_env
 from mcp.paths import PROJECT_ROOT
 from mcp.ports import expand_port, port_env, procfile_port, resolve_port
 from mcp.service import ServiceConfig, ServiceConfigError
@@ -113,18 +114,21 @@ def discover_services(root: Path) -> list[DiscoveredService]:
 
 
 def procfile_line(svc: DiscoveredService) -> str:
-    """The Procfile line that starts ``svc`` under the supervisor, on the port the service itself picks."""
+    """The Procfile line that starts ``svc`` under the supervisor, on the port the service itself picks, with
+    ``<NAME>_WORKERS`` workers (1 when unset)."""
     name = svc.config.name
     port = procfile_port(port_env(name), svc.config.port)
+    workers = f"${{{workers_env(f'mcp-{name}')}:-1}}"
     return (f"mcp-{name}: exec scripts/lib/python -m mcp.ops.supervisor --name mcp-{name} --port {port} "
-            f"-- python -m {svc.module}")
+            f"--workers {workers} -- python -m {svc.module}")
 
 
 def check_procfile(services: list[DiscoveredService], procfile: Path,
                    environ: Mapping[str, str] | None = None) -> None:
     """Every discovered service must be started by a Procfile line (read with honcho's parser), and a line
     that gives its supervisor a ``--port`` must name the port the service listens on in this environment
-    (``mcp.ports``), or the supervisor would health-check another port."""
+    (``mcp.ports``), or the supervisor would health-check another port. A ``--workers`` word must stand for a
+    worker count (a number or ``auto``) in this environment, or the supervisor would refuse to start."""
     env = os.environ if environ is None else environ
     try:
         entries = parse_procfile(procfile.read_text()).processes
@@ -138,6 +142,17 @@ def check_procfile(services: list[DiscoveredService], procfile: Path,
         module = supervised_module(words)
         if module is not None:
             started.setdefault(module, (name, port_word(words)))
+            options = words[:words.index("--")] if "--" in words else words
+            for flag, word in zip(options, options[1:], strict=False):
+                if flag != "--workers":
+                    continue
+                # The shell's ${VAR:-default}, $VAR and plain words, as honcho's shell would expand them.
+                var, _, default = word.removeprefix("${").removesuffix("}").lstrip("$").partition(":-")
+                value = (env.get(var) or default) if word.startswith("$") else word
+                try:
+                    parse_workers(value, f"--workers {word}")
+                except SupervisorConfigError as e:
+                    raise MigrationError(f"{procfile.name}: line {name!r}: {e}") from None
     for svc in services:
         if svc.module not in started:
             raise MigrationError(

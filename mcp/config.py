@@ -130,6 +130,9 @@ class Settings:
     request_timeout_s: float = 60.0
     # Where each service process appends its usage records before answering (survives SIGKILL).
     usage_spool_dir: Path | None = None
+    # Processes of this service sharing its port (MCP_WORKERS, set by the supervisor's --workers): a reload's
+    # handover steers new connections to the listener that joined the port after them (mcp.server.serve).
+    workers: int = 1
     environ: Mapping[str, str] | None = None
 
     @cached_property
@@ -197,5 +200,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         idle_timeout_s=_positive(env, "IDLE_TIMEOUT", 75.0),
         request_timeout_s=_positive(env, "REQUEST_TIMEOUT", 60.0),
         usage_spool_dir=Path(env["USAGE_SPOOL_DIR"]) if env.get("USAGE_SPOOL_DIR") else root / ".data" / "usage-spool",
+        workers=max(1, _int(env, "MCP_WORKERS", 1)),
         environ=env,
     )

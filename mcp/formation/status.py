@@ -11,6 +11,10 @@ Procfile.dev that is the service itself, below watchfiles):
 - memory: resident set size (RSS), summed over the group.
 - uptime: seconds since the supervisor last (re)started the child.
 
+A process run with several workers (``--workers``) has one row with their sums (CPU, memory, restarts) and,
+in ``workers``, a row per worker (pid, status, health, restarts, uptime, CPU, memory); the table shows those
+under their process. With one worker, ``workers`` holds that one and the table shows the process alone.
+
 Health is the supervisor's last check unless a live check is asked for: then ``GET /health`` of each
 running child (``mcp.formation.health``, the supervisor's own probe), with a short timeout, replaces it
 (``health_source`` says which).
@@ -48,13 +52,54 @@ _CHECKABLE = ("starting", "running")
 COLUMNS = ("process", "pid", "status", "health", "restarts", "uptime", "cpu", "memory", "port")
 
 
+def workers_of(state: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A state's workers; a state file written before workers existed (or a stale one) counts as one worker."""
+    workers = state.get("workers")
+    if state.get("stale") or not isinstance(workers, list) or not workers:
+        return [{**state, "index": 0}]
+    return [w for w in workers if isinstance(w, Mapping)]
+
+
+def child_pids(states: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Every running worker's pid (the leader of its process group), to sample."""
+    return [w["child_pid"] for s in states for w in workers_of(s) if isinstance(w.get("child_pid"), int)]
+
+
+def worker_row(worker: Mapping[str, Any], after: Mapping[int, GroupSample], before: Mapping[int, GroupSample] | None,
+               now: float) -> dict[str, Any]:
+    """One worker's figures: its state, CPU and memory of its process group, uptime."""
+    child = worker.get("child_pid") if isinstance(worker.get("child_pid"), int) else None
+    sample = after.get(child) if child else None
+    started = worker.get("started_at")
+    alive = child is not None and worker.get("status") in ("starting", "running")
+    return {
+        "index": worker.get("index", 0),
+        "pid": child,
+        "status": worker.get("status"),
+        "health": worker.get("health", "unknown"),
+        "last_health_at": worker.get("last_health_at"),
+        "restarts": worker.get("restarts", 0),
+        "operator_restarts": worker.get("operator_restarts", 0),
+        "uptime": round(max(0.0, now - started), 1) if alive and isinstance(started, (int, float)) else None,
+        "cpu": round(cpu_percent((before or {}).get(child), sample), 1) if sample else None,
+        "memory": sample.rss_bytes if sample else None,
+        "reason": worker.get("reason"),
+        "last_exit": worker.get("last_exit"),
+    }
+
+
+def _total(values: Sequence[Any]) -> Any:
+    known = [v for v in values if v is not None]
+    return round(sum(known), 1) if known else None
+
+
 def build_rows(states: Sequence[Mapping[str, Any]], after: Mapping[int, GroupSample],
                before: Mapping[int, GroupSample] | None, now: float) -> list[dict[str, Any]]:
     """One row per process, in the states' order, from the state files and two samples of the groups."""
     rows = []
     for state in states:
+        workers = [worker_row(w, after, before, now) for w in workers_of(state)]
         child = state.get("child_pid") if isinstance(state.get("child_pid"), int) else None
-        sample = after.get(child) if child else None
         started = state.get("started_at")
         alive = child is not None and state.get("status") in ("starting", "running")
         rows.append({
@@ -68,8 +113,9 @@ def build_rows(states: Sequence[Mapping[str, Any]], after: Mapping[int, GroupSam
             "restarts": state.get("restarts", 0),
             "operator_restarts": state.get("operator_restarts", 0),
             "uptime": round(max(0.0, now - started), 1) if alive and isinstance(started, (int, float)) else None,
-            "cpu": round(cpu_percent((before or {}).get(child), sample), 1) if sample else None,
-            "memory": sample.rss_bytes if sample else None,
+            "cpu": _total([w["cpu"] for w in workers]),
+            "memory": _total([w["memory"] for w in workers]),
+            "workers": workers,
             "port": state.get("port"),
             "reason": state.get("reason"),
             "last_exit": state.get("last_exit"),
@@ -82,10 +128,14 @@ def build_rows(states: Sequence[Mapping[str, Any]], after: Mapping[int, GroupSam
 
 
 def apply_health(rows: list[dict[str, Any]], answers: Mapping[str, bool], checked_at: float) -> None:
-    """Replace the stored health of each checked child by the answer its health URL just gave."""
+    """Replace the stored health of each checked child by the answer its health URL just gave. With several
+    workers that answer comes from any one of them, so the process is healthy only if the supervisor also
+    found every worker healthy."""
     for row in rows:
         if row["status"] in _CHECKABLE and row["pid"] and row["health_url"] in answers:
-            healthy = answers[row["health_url"]]
+            workers = row.get("workers") or []
+            healthy = answers[row["health_url"]] and (
+                len(workers) <= 1 or all(w["health"] == "healthy" for w in workers))
             row.update(health="healthy" if healthy else "unhealthy", health_source="live", last_health_at=checked_at)
 
 
@@ -98,7 +148,7 @@ async def gather_rows(run_dir: Path, *, cpu_sample: float = DEFAULT_CPU_SAMPLE_S
                       prober: Prober = probe_ok, timeout: float = LIVE_HEALTH_TIMEOUT_S) -> list[dict[str, Any]]:
     """The status rows. Awaits, never blocks, for the CPU sample and the health checks, which overlap."""
     states = read_states(run_dir)
-    pgids = [s["child_pid"] for s in states if isinstance(s.get("child_pid"), int)]
+    pgids = child_pids(states)
     before = sample_now(pgids) if cpu_sample > 0 else None
     urls = sorted({s["health_url"] for s in states
                    if s.get("status") in _CHECKABLE and s.get("child_pid") and s.get("health_url")}
@@ -158,9 +208,25 @@ def table_cells(row: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def worker_cells(worker: Mapping[str, Any], last: bool) -> list[str]:
+    """A worker's line under its process: the process's columns, for the worker, without the port."""
+    branch = "└" if last else "├"
+    return table_cells({**worker, "name": f" {branch} worker {worker['index']}", "port": None})
+
+
+def process_lines(row: Mapping[str, Any]) -> list[list[str]]:
+    """A process's line and, when it has several workers, one line per worker under it (its pid cell empty:
+    the workers' pids are theirs)."""
+    workers = row.get("workers") or []
+    if len(workers) <= 1:
+        return [table_cells(row)]
+    head = table_cells({**row, "pid": None})
+    return [head, *(worker_cells(w, i == len(workers) - 1) for i, w in enumerate(workers))]
+
+
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A boxed table like ``pm2 status``, then one line per process that has a reason to explain."""
-    return "\n".join(boxed(list(COLUMNS), [table_cells(r) for r in rows]) + notes(rows))
+    return "\n".join(boxed(list(COLUMNS), [line for r in rows for line in process_lines(r)]) + notes(rows))
 
 
 def boxed(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:

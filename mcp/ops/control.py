@@ -5,7 +5,7 @@ in its state file: SIGUSR2 to restart, SIGHUP to reload (see ``mcp.ops.superviso
 supervisor publishes the request as ``operation`` in its state file, with a sequence number, and then its
 outcome (``done`` or ``failed`` with the reason); this waits for an operation newer than the one published
 before the signal. Processes are handled one after the other, so a reload of ``all`` never has more than
-one service starting a successor at a time.
+one service starting a successor at a time; a process with several workers replaces them one at a time too.
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ def operate(kind: str, name: str, states: States, timeout_s: float = DEFAULT_TIM
     if state is None or state.get("stale") or state.get("status") == "stopped" or not isinstance(state.get("pid"), int):
         return Outcome(name, False, "its supervisor is not running (scripts/start-all-services starts the formation)")
     before, old_child = _seq(state), state.get("child_pid")
+    workers = state.get("workers")
+    old_children = [w.get("child_pid") for w in workers if isinstance(w, Mapping)] if isinstance(workers, list) else []
     try:
         kill(state["pid"], SIGNALS[kind])
     except OSError as e:
@@ -73,6 +75,8 @@ def operate(kind: str, name: str, states: States, timeout_s: float = DEFAULT_TIM
         if state.get("stale"):
             return Outcome(name, False, "its supervisor exited")
         if _seq(state) > before and isinstance(operation, Mapping) and operation.get("status") != "pending":
+            if len(old_children) > 1:
+                return _workers_outcome(name, kind, operation, old_children)
             return _outcome(name, kind, operation, old_child)
     log_hint = state.get("log_error") or "its error log"
     return Outcome(name, False, f"no outcome within {timeout_s:g}s (see {log_hint})")
@@ -88,3 +92,19 @@ def _outcome(name: str, kind: str, operation: Mapping[str, Any], old_child: Any)
                                    "requests and exits")
     was = f" (was pid {old_child})" if isinstance(old_child, int) else " (was not running)"
     return Outcome(name, True, f"restarted: pid {new} is healthy{was}")
+
+
+def _pids(pids: Sequence[Any]) -> str:
+    return ", ".join("-" if pid is None else str(pid) for pid in pids)
+
+
+def _workers_outcome(name: str, kind: str, operation: Mapping[str, Any], old: Sequence[Any]) -> Outcome:
+    """The outcome for a process with several workers, each replaced in turn."""
+    if operation.get("status") != "done":
+        return Outcome(name, False, f"{kind} failed: {operation.get('reason') or 'no reason given'}")
+    new = operation.get("child_pids") or [operation.get("child_pid")]
+    if operation.get("kind") == "reload":
+        return Outcome(name, True, f"reloaded {len(new)} workers one at a time: pids {_pids(new)} are healthy and "
+                                   f"serving; pids {_pids(old)} finish their requests and exit")
+    return Outcome(name, True, f"restarted {len(new)} workers one at a time: pids {_pids(new)} are healthy "
+                               f"(were {_pids(old)})")

@@ -37,10 +37,11 @@ from mcp.formation.status import (
     boxed,
     build_parser,
     build_rows,
+    child_pids,
     notes,
+    process_lines,
     run,
     sample_now,
-    table_cells,
 )
 from mcp.ops.scrape import Counts, rates, read_counts
 
@@ -70,20 +71,23 @@ class Watch:
             *(read_counts(f"http://127.0.0.1:{s['port']}/metrics", self.timeout) for s in metric_targets),
             *(probe_ok(url, self.timeout) for url in health_urls))
         readings = dict(zip((s["name"] for s in metric_targets), results[:len(metric_targets)], strict=True))
-        samples = sample_now([s["child_pid"] for s in states if isinstance(s.get("child_pid"), int)])
+        samples = sample_now(child_pids(states))
         rows = build_rows(states, samples, self._samples, time.time())
         apply_health(rows, dict(zip(health_urls, results[len(metric_targets):], strict=True)), time.time())
         self._samples = samples
         counts: dict[str, tuple[int | None, Counts | None]] = {}
         for row in rows:
             reading = readings.get(row["name"])
-            previous_pid, previous = self._counts.get(row["name"], (None, None))
-            if previous is not None and previous_pid != row["pid"]:
+            # One worker's counters start from 0 with each child; several workers' sum survives their restarts
+            # (the supervisor's metrics folder) and starts over only with the supervisor.
+            counter_owner = row["pid"] if len(row["workers"]) <= 1 else row["supervisor_pid"]
+            previous_owner, previous = self._counts.get(row["name"], (None, None))
+            if previous is not None and previous_owner != counter_owner:
                 previous = Counts(0.0, 0.0, previous.at)  # another child since the last frame: it counted from 0
             pace = rates(previous, reading)
             row["requests_per_s"] = None if pace is None else round(pace.requests, 2)
             row["errors_per_s"] = None if pace is None else round(pace.errors, 2)
-            counts[row["name"]] = (row["pid"], reading)
+            counts[row["name"]] = (counter_owner, reading)
         self._counts = counts
         return rows
 
@@ -97,7 +101,8 @@ def frame_lines(rows: Sequence[Mapping[str, Any]], interval: float, at: datetime
     title = f"scripts/status --watch  {at:%H:%M:%S}  every {interval:g}s"
     if not rows:
         return [title, "no processes are running (no state files)"]
-    body = [[*table_cells(r), rate_cell(r["requests_per_s"]), rate_cell(r["errors_per_s"])] for r in rows]
+    body = [[*cells, *((rate_cell(r["requests_per_s"]), rate_cell(r["errors_per_s"])) if i == 0 else ("", ""))]
+            for r in rows for i, cells in enumerate(process_lines(r))]
     return [title, *boxed(WATCH_COLUMNS, body), *notes(rows)]
 
 

@@ -96,7 +96,8 @@ async def serve_process(name: str, create: Callable[[], ProcessRuntime],
                     on_start=runtime.start, on_stop=runtime.stop,
                     shutdown_timeout_s=settings.shutdown_timeout_s, body_timeout_s=settings.body_timeout_s,
                     idle_timeout_s=settings.idle_timeout_s,
-                    max_connections=settings.max_connections, stats=runtime.connections)
+                    max_connections=settings.max_connections, stats=runtime.connections,
+                    workers=settings.workers)
     except PortInUse as e:
         log.error("%s cannot start: %s", name, e)
         return EXIT_PORT_IN_USE

@@ -98,17 +98,19 @@ def bind(port: int, host: str) -> list:
     return sockets
 
 
-def hand_over(sockets: list) -> bool:
+def hand_over(sockets: list, successor: int = 1) -> bool:
     """Send the port's new connections to the other listener of its SO_REUSEPORT group (a reload's new
     process), so that closing ours drops none from our accept queue; False where the kernel cannot.
 
     The group lists its listeners in the order they joined, and one that leaves is replaced by the last:
-    during a reload ours is at index 0 and the new process's at index 1. A classic BPF program returning
-    1 picks that one; with no listener at index 1 (a plain stop) the kernel falls back to its hash.
+    with ``successor`` workers on the port (1 by default) they hold indexes 0 to successor - 1 and a reload's
+    new process joins last, at index ``successor``. A classic BPF program returning that index picks it; with
+    no listener there (a plain stop, or the program left behind once the old listener is gone) the kernel
+    falls back to its hash over the listeners.
     """
     # struct sock_fprog points at the filter; array.buffer_info() is the standard library's way to the
     # address of a buffer (the kernel copies the program during setsockopt, so it need not outlive it).
-    program = array.array("B", struct.pack("HBBI", BPF_RET_K, 0, 0, 1))
+    program = array.array("B", struct.pack("HBBI", BPF_RET_K, 0, 0, successor))
     fprog = struct.pack("HL", 1, program.buffer_info()[0])
     steered = False
     for sock in sockets:
@@ -136,6 +138,7 @@ async def serve(
     idle_timeout_s: float = 75.0,
     max_connections: int = 0,
     stats: ConnectionStats | None = None,
+    workers: int = 1,
 ) -> None:
     """Serve until a signal (or ``stop_event``); raises PortInUse if the port is taken.
 
@@ -145,7 +148,7 @@ async def serve(
     ``idle_timeout_s`` for a request head (keep it longer than nginx keeps idle upstream connections,
     60 s, so that nginx and not the service closes them). ``max_connections`` caps open
     connections (0: derived from the descriptor limit, see mcp.server.connections); ``stats`` receives the
-    server's connection counters.
+    server's connection counters; ``workers`` is how many processes share the port (``hand_over``).
     """
     raise_descriptor_limit()
     sockets = bind(port, host)
@@ -184,7 +187,7 @@ async def serve(
     server.conn_params.no_keep_alive = True
     # Under a reload a new process shares the port: stop the kernel queueing new connections for us, and
     # accept what it already queued before closing the listener (closing it would reset those).
-    if hand_over(sockets):
+    if hand_over(sockets, workers):
         await asyncio.sleep(HANDOVER_GRACE_S)
     server.stop()
     # Leave a second of the budget for cleanup after requests finish.

@@ -43,5 +43,7 @@ class ServicesStatusHandler(ApiHandler):
                 rows = await store.catalog(conn)
         except Unavailable as e:
             return None, str(e)
-        healths = await asyncio.gather(*(probe(self.runtime.service_port(r["name"], r["port"])) for r in rows))
+        # The port each service runs on (its <NAME>_PORT override), as GET /api/services reports it.
+        rows = [{**r, "port": self.runtime.service_port(r["name"], r["port"])} for r in rows]
+        healths = await asyncio.gather(*(probe(r["port"]) for r in rows))
         return [{**r, "health": h} for r, h in zip(rows, healths, strict=True)], None

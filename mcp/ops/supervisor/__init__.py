@@ -2,7 +2,11 @@
 
 Usage (one line per Procfile entry)::
 
-    python -m mcp.ops.supervisor --name mcp-figma --port ${FIGMA_PORT:-49280} -- python -m services.figma
+    python -m mcp.ops.supervisor --name mcp-figma --port ${FIGMA_PORT:-49280} --workers ${FIGMA_WORKERS:-1} \\
+        -- python -m services.figma
+
+``--workers N`` (or ``auto``, one per core; else ``<NAME>_WORKERS``, else 1) runs N copies of the child on the
+one port, each restarted on its own; restarts and reloads replace them one at a time (``supervisor``).
 
 The child runs in its own process group and never outlives the supervisor (``child``). Its stdout/stderr
 lines are echoed (honcho shows them) and appended, timestamped, to ``<log-dir>/<name>-out.log`` and

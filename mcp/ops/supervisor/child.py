@@ -78,12 +78,14 @@ def child_environment(environ: Mapping[str, str], interpreter: str = sys.executa
     return env
 
 
-async def spawn_child(command: Sequence[str]) -> asyncio.subprocess.Process:
-    """Start ``command`` in its own session with piped output, bound to our lifetime (see the module doc).
+async def spawn_child(command: Sequence[str], extra_env: Mapping[str, str] | None = None
+                      ) -> asyncio.subprocess.Process:
+    """Start ``command`` in its own session with piped output, bound to our lifetime (see the module doc);
+    ``extra_env`` is added to its environment.
 
     Must be called from the main thread: PDEATHSIG fires when the *thread* that forked exits.
     """
-    env = child_environment(os.environ)
+    env = child_environment(os.environ) | dict(extra_env or {})
     executable(command, env.get("PATH"))
     return await asyncio.create_subprocess_exec(
         *parent_death_prefix(), *command,

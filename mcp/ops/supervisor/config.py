@@ -7,6 +7,7 @@ else its default; a malformed value is a SupervisorConfigError naming the flag o
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,8 @@ from mcp.paths import PROJECT_ROOT
 PROG = "python -m mcp.ops.supervisor"
 # Per-request limit of a health check; never longer than the whole startup allowance (--health-timeout).
 HEALTH_REQUEST_TIMEOUT = 2.0
+# More workers than this on one port is a typo, not a plan.
+MAX_WORKERS = 256
 
 
 class SupervisorConfigError(ValueError):
@@ -45,6 +48,8 @@ class _Option:
 _OPTIONS: tuple[_Option, ...] = (
     _Option("--name", str, None, "SUPERVISOR_NAME", "process name; names the log and state files"),
     _Option("--port", int, None, "SUPERVISOR_PORT", "port the child listens on (checked before each start)"),
+    _Option("--workers", str, None, "", "worker processes sharing the port: a number or 'auto' (one per core); "
+            "env <NAME>_WORKERS, NAME from --name without mcp-/main- (FIGMA_WORKERS for mcp-figma)"),
     _Option("--health-url", str, None, "SUPERVISOR_HEALTH_URL",
             "GET this URL for health (default http://127.0.0.1:<port>/health)"),
     _Option("--max-restarts", int, 5, "SUPERVISOR_MAX_RESTARTS", "consecutive unstable restarts before errored"),
@@ -97,6 +102,12 @@ class SupervisorConfig:
     backoff_initial: float = 0.5
     backoff_max: float = 15.0
     fail_fast: bool = False
+    workers: int = 1
+
+    @property
+    def metrics_dir(self) -> Path:
+        """The workers' shared PROMETHEUS_MULTIPROC_DIR, emptied when the supervisor starts (several workers)."""
+        return self.run_dir / "metrics" / self.name
 
     @property
     def out_log_path(self) -> Path:
@@ -125,7 +136,8 @@ class SupervisorConfig:
         else:
             options, command = argv, []
         args = vars(_parser().parse_args(options))
-        values = {opt.dest: _resolve(opt, args[opt.dest], env) for opt in _OPTIONS}
+        values = {opt.dest: _resolve(opt, args[opt.dest], env) for opt in _OPTIONS if opt.dest != "workers"}
+        values["workers"] = _workers(args["workers"], values["name"], env)
         if values["health_url"] is None and values["port"] is not None:
             values["health_url"] = f"http://127.0.0.1:{values['port']}/health"
         # The scripts export MCP_PROJECT_ROOT; scripts/status and the main API look there too.
@@ -148,6 +160,7 @@ class SupervisorConfig:
             url = urllib.parse.urlsplit(self.health_url)
             _require(url.scheme in ("http", "https") and bool(url.hostname),
                      f"--health-url must be an http(s) URL with a host, got {self.health_url!r}")
+        _require(1 <= self.workers <= MAX_WORKERS, f"--workers must be between 1 and {MAX_WORKERS}")
         _require(self.max_restarts >= 0, "--max-restarts must not be negative")
         _require(self.unhealthy_threshold >= 1, "--unhealthy-threshold must be at least 1")
         _require(self.log_max_bytes >= 1, "--log-max-bytes must be positive")
@@ -169,6 +182,39 @@ def log_rotation(env: Mapping[str, str]) -> tuple[int, int]:
     return max_bytes, backups
 
 
+def workers_env(name: str | None) -> str:
+    """The variable that sets a process's worker count: ``mcp-figma`` -> ``FIGMA_WORKERS``, ``main-api`` ->
+    ``API_WORKERS`` (the same stem as its ``<NAME>_PORT``)."""
+    stem = (name or "").removeprefix("mcp-").removeprefix("main-")
+    return re.sub(r"[^A-Za-z0-9]", "_", stem).upper() + "_WORKERS"
+
+
+def parse_workers(raw: str, source: str) -> int:
+    """A worker count: a positive integer, or ``auto`` for the cores this process may run on."""
+    if raw.strip().lower() == "auto":
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
+    try:
+        count = int(raw)
+    except ValueError:
+        raise SupervisorConfigError(f"{source} must be a number of workers or 'auto', got {raw!r}") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise SupervisorConfigError(f"{source} must be between 1 and {MAX_WORKERS}, got {count}")
+    return count
+
+
+def _workers(given: str | None, name: str | None, env: Mapping[str, str]) -> int:
+    """--workers, else ``<NAME>_WORKERS``, else 1."""
+    if given is not None:
+        return parse_workers(given, "--workers")
+    variable = workers_env(name)
+    if env.get(variable, "") != "":
+        return parse_workers(env[variable], variable)
+    return 1
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise SupervisorConfigError(message)
@@ -183,7 +229,9 @@ def _parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     for opt in _OPTIONS:
-        if opt.kind is bool:
+        if opt.dest == "workers":
+            parser.add_argument(opt.flag, type=str, default=None, metavar="N", help=f"{opt.help} (default 1)")
+        elif opt.kind is bool:
             parser.add_argument(opt.flag, action="store_const", const=True, default=None,
                                 help=f"{opt.help} (env {opt.env})")
         else:
