@@ -91,23 +91,33 @@ def process_cpu_s(pid: int) -> float | None:
 
 
 class ProcessCpu:
-    """``start()``, then ``stop()`` -> the CPUs one process used on average during the interval."""
+    """``start()``, then ``stop()`` -> the CPUs some processes used together on average during the interval.
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    The pids are asked for again at the end, so a worker that was replaced during the run is left out
+    of the figure rather than counted with a negative share.
+    """
+
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        self._pids = pids
         self._t0 = 0.0
-        self._cpu0: float | None = None
+        self._cpu0: dict[int, float] = {}
 
     def start(self) -> None:
         self._t0 = time.monotonic()
-        self._cpu0 = process_cpu_s(self.pid)
+        self._cpu0 = {pid: cpu for pid in self._pids() if (cpu := process_cpu_s(pid)) is not None}
 
     def stop(self) -> float | None:
         elapsed = time.monotonic() - self._t0
-        cpu = process_cpu_s(self.pid)
-        if cpu is None or self._cpu0 is None or elapsed <= 0:
+        used = 0.0
+        seen = False
+        for pid in self._pids():
+            cpu = process_cpu_s(pid)
+            if cpu is not None and pid in self._cpu0:
+                used += cpu - self._cpu0[pid]
+                seen = True
+        if not seen or elapsed <= 0:
             return None
-        return round((cpu - self._cpu0) / elapsed, 3)
+        return round(used / elapsed, 3)
 
 
 def postmaster_pid(data_dir: Path) -> int | None:

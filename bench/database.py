@@ -75,6 +75,10 @@ def instance_count(url: str) -> int:
         return int(conn.execute("SELECT count(*) FROM service_instances").fetchone()[0])  # type: ignore[index]
 
 
-def usage_rows(url: str) -> int:
+def usage_rows(url: str, ids: list[uuid.UUID] | None = None) -> int:
+    """Usage rows written so far, for the instances ``ids`` only when given."""
     with psycopg.connect(url) as conn:
-        return int(conn.execute("SELECT count(*) FROM usage").fetchone()[0])  # type: ignore[index]
+        if ids is None:
+            return int(conn.execute("SELECT count(*) FROM usage").fetchone()[0])  # type: ignore[index]
+        return int(conn.execute("SELECT count(*) FROM usage WHERE instance_id = ANY(%s)",  # type: ignore[index]
+                                (ids,)).fetchone()[0])

@@ -70,6 +70,6 @@ def call_tool(url: str, session: Session) -> dict[str, Any]:
         raise NotAvailable(f"tools/call answered HTTP {answer.status}")
     reply = message(answer)
     result = reply.get("result") if isinstance(reply, dict) else None
-    if not isinstance(result, dict) or result.get("isError") is not False:
+    if not isinstance(result, dict) or result.get("isError", False) is not False:  # MCP: absent means false
         raise NotAvailable(f"tools/call answered {str(reply)[:200]}")
     return result

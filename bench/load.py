@@ -16,11 +16,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.loadspec import OK_REGEX, LoadResult, LoadSpec
+from bench.loadspec import ERROR_REGEX, OK_REGEX, LoadResult, LoadSpec
 from bench.lookup import percentile
 
 _HEAD_END = b"\r\n\r\n"
 _OK = re.compile(OK_REGEX.encode())
+_ERROR = re.compile(ERROR_REGEX.encode())
 _TIMEOUT_S = 10.0
 
 
@@ -60,8 +61,8 @@ class Run:
             return
         if status != 200:
             self.errors[f"status_{status}"] += 1
-        elif self.spec.check_body and not _OK.search(body):
-            self.errors["not_a_successful_tool_result"] += 1
+        elif self.spec.check_body and (not _OK.search(body) or _ERROR.search(body)):
+            self.errors["bad_body"] += 1
         else:
             self.latencies.append(now - started)
 

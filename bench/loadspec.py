@@ -3,7 +3,10 @@
 A run is closed-loop: ``connections`` keep-alive connections each send the next request as soon as
 the previous answer arrived, for ``warmup_s`` (discarded) then ``duration_s`` (measured). Requests
 cycle through ``targets`` (one per instance for the full path). An answer counts as good when its
-status is 200 and its body matches ``ok_pattern`` (a tool result with ``"isError": false``).
+status is 200 and its body is a successful tool result carrying the upstream's answer: the user's
+handle from ``GET /v1/me`` is in it (``OK_*``) and ``"isError": true`` is not (``ERROR_*``). MCP lets a
+server leave ``isError`` out when it is false (the TypeScript SDK does), so its absence is no failure;
+a JSON-RPC error, a tool error or any other answer lacks the handle.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# "isError": false, whatever the spacing; a Lua pattern and a regex that mean the same.
-OK_REGEX = r'"isError"\s*:\s*false'
-OK_LUA = '"isError"%s*:%s*false'
+# Each a regex and a Lua pattern that mean the same. The simulator's handles are "user-" and hex digits
+# (tests.simulators.figma.user_for), in the text content (JSON-escaped) and in structuredContent alike.
+OK_REGEX = r'"?handle\\?"\s*:\s*\\?"user-[0-9a-f]+'
+OK_LUA = '"?handle\\?"%s*:%s*\\?"user%-%x+'
+ERROR_REGEX = r'"isError"\s*:\s*true'
+ERROR_LUA = '"isError"%s*:%s*true'
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,9 @@ class LoadResult:
     max_ms: float
     error_detail: dict[str, int] = field(default_factory=dict)
     foreign_cpu: float = 0.0  # CPUs used by processes that are not the bench's, on average, during the run
-    server_cpu: float | None = None  # CPUs the server under test used, on average, warm-up included
+    server_cpu: float | None = None  # CPUs the server under test (all its workers) used, on average, warm-up included
     server_us_per_call: float | None = None  # its CPU time per answered call, in microseconds
+    supervisor_us_per_call: float | None = None  # the supervisor's, for a row whose service runs under one
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,6 +16,7 @@ class Options:
     quick: bool
     duration_s: float
     warmup_s: float
+    prime_s: float  # a discarded run that fills a full-path process's instance cache before the rounds
     connections: int
     rounds: int
     light_connections: int
@@ -27,6 +28,8 @@ class Options:
     loadgen: str  # auto | wrk | asyncio
     pin: bool
     peer: str  # auto | install | skip
+    workers: int  # workers of the workers row; 0 leaves the row out
+    workers_launcher: str  # auto | supervisor | direct
     profile_dir: Path | None
     keep_logs: bool
 
@@ -34,7 +37,7 @@ class Options:
 def parse(argv: list[str]) -> Options:
     p = argparse.ArgumentParser(
         prog="scripts/bench",
-        description="Tool-call cost: bare baseline, full path (REST and MCP), MCP SDK peer, side by side.")
+        description="Tool-call cost: bare baseline, full path (REST, MCP, N workers), the peers, side by side.")
     p.add_argument("--quick", action="store_true", help="short runs (2 s) and 10,000 lookup instances")
     p.add_argument("--duration", type=float, help="seconds per measured run (default 10, quick 2)")
     p.add_argument("--warmup", type=float, help="seconds of discarded warm-up per run (default 1, quick 0.5)")
@@ -55,9 +58,17 @@ def parse(argv: list[str]) -> Options:
     p.add_argument("--no-pin", dest="pin", action="store_false",
                    help="do not pin the server under test and the load side to separate CPUs")
     p.add_argument("--peer", choices=("auto", "install", "skip"), default="auto",
-                   help="the MCP SDK peer: auto = create its venv on a full run, use it if present with --quick")
+                   help="the peers (MCP SDK, FastMCP, TypeScript SDK): auto = install each into .cache/ on a full "
+                        "run, use them if present with --quick")
+    p.add_argument("--workers", type=int, default=2,
+                   help="workers of the workers row, the full MCP path with N workers on one port (default 2; "
+                        "0 leaves the row out)")
+    p.add_argument("--workers-launcher", choices=("auto", "supervisor", "direct"), default="auto",
+                   help="how the workers row starts them: the supervisor's --workers, or N processes on one port "
+                        "(auto: the supervisor when it has --workers)")
     p.add_argument("--profile", type=Path, metavar="DIR",
-                   help="also profile the full REST path with py-spy; raw stacks and top entries into DIR")
+                   help="then the baseline, the full-path rows and one worker of the workers row again under "
+                        "py-spy; raw stacks and top entries into DIR")
     p.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (path printed at the end)")
     a = p.parse_args(argv)
     quick = a.quick
@@ -65,6 +76,7 @@ def parse(argv: list[str]) -> Options:
         quick=quick,
         duration_s=a.duration or (2.0 if quick else 10.0),
         warmup_s=a.warmup if a.warmup is not None else (0.5 if quick else 1.0),
+        prime_s=1.0 if quick else 3.0,
         connections=a.connections,
         rounds=max(1, a.rounds or (1 if quick else 3)),
         light_connections=a.light_connections,
@@ -76,6 +88,8 @@ def parse(argv: list[str]) -> Options:
         loadgen=a.loadgen,
         pin=a.pin,
         peer=a.peer,
+        workers=max(0, a.workers),
+        workers_launcher=a.workers_launcher,
         profile_dir=a.profile,
         keep_logs=a.keep_logs,
     )

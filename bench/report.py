@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 THROUGHPUT_RATIO = 0.85
+WORKERS_RATIO = 1.3  # 2 workers against 1, on this 2-core machine shared with the load generator and simulator
+WORKERS_CPU_MARGIN = 0.10  # the workers' CPU per call within 10% of one worker's: the cores are the limit
+PEERS = (("sdk_peer", "MCP SDK peer"), ("fastmcp_peer", "FastMCP peer"), ("ts_peer", "TypeScript SDK peer"))
 P99_MARGIN_MS = 2.0
 STARTUP_S = 3.0
 RSS_MB = 60.0
@@ -25,7 +28,6 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of the issue, with where this run stands (met None: could not be measured)."""
     out: list[dict[str, Any]] = []
     base = _row(report, "baseline")
-    peer = _row(report, "sdk_peer")
     for name, label in (("full_rest", "REST"), ("full_mcp", "MCP")):
         row = _row(report, name)
         if row is None or base is None:
@@ -45,13 +47,8 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
         note = f"at 1 connection: {light:+.2f} ms" if light is not None else ""
         out.append(_target(f"full path {label} p99", "<= baseline + 2 ms", f"{delta:+.2f} ms (saturated)",
                            delta <= P99_MARGIN_MS, note))
-        if peer is None:
-            out.append(_target(f"full path {label} ahead of SDK peer", "throughput > peer", "peer not measured",
-                               None, (report["results"].get("sdk_peer") or {}).get("note", "")))
-        else:
-            ahead = row["saturated"]["rps"] / peer["saturated"]["rps"] if peer["saturated"]["rps"] else 0.0
-            out.append(_target(f"full path {label} ahead of SDK peer", "throughput > peer", f"{ahead:.2f}x peer",
-                               ahead > 1.0))
+        out += _ahead_of_peers(report, row, label)
+    out += _workers(report)
     startup = report["startup"]
     out.append(_target("all processes healthy", f"<= {STARTUP_S:g} s after start (warm database)",
                        f"{startup['all_healthy_s']:.2f} s", startup["all_healthy_s"] <= STARTUP_S))
@@ -68,6 +65,50 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
         flat = ratio <= LOOKUP_FLAT_RATIO or large["p50_ms"] - small["p50_ms"] <= LOOKUP_NOISE_MS
         out.append(_target("uncached lookup flat", f"{small['instances']:,} -> {large['instances']:,} instances",
                            f"p50 {small['p50_ms']:.3f} -> {large['p50_ms']:.3f} ms ({ratio:.2f}x)", flat))
+    return out
+
+
+def _ahead_of_peers(report: dict[str, Any], row: dict[str, Any], label: str) -> list[dict[str, Any]]:
+    """The full path (one worker) against each peer: more calls/s and a lower saturated p99."""
+    out = []
+    for name, peer_label in PEERS:
+        target = f"full path {label} ahead of {peer_label}"
+        goal = "throughput > peer and p99 < peer"
+        peer = _row(report, name)
+        if peer is None:
+            out.append(_target(target, goal, "peer not measured", None,
+                               (report["results"].get(name) or {}).get("note", "")))
+            continue
+        sat, other = row["saturated"], peer["saturated"]
+        ahead = sat["rps"] / other["rps"] if other["rps"] else float("inf")
+        p99 = sat["p99_ms"] - other["p99_ms"]
+        out.append(_target(target, goal, f"{ahead:.2f}x peer's throughput, p99 {p99:+.2f} ms",
+                           ahead > 1.0 and p99 < 0))
+    return out
+
+
+def _workers(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """N workers against one (the full MCP path both): throughput ratio, CPU per call."""
+    many, one = _row(report, "workers"), _row(report, "full_mcp")
+    if "workers" not in report["results"]:
+        return []
+    n = report["results"]["workers"].get("workers") or 2
+    names = (f"{n} workers throughput", f"{n} workers CPU per call")
+    goals = (f">= {WORKERS_RATIO:g}x one worker's", f"within {WORKERS_CPU_MARGIN:.0%} of one worker's")
+    if many is None or one is None:
+        note = (report["results"]["workers"].get("note") or "") if many is None else "the MCP row was not measured"
+        return [_target(t, g, "not measured", None, note) for t, g in zip(names, goals, strict=True)]
+    ratio = many.get("ratio_to_one_worker")
+    cpu = many.get("cpu_per_call_to_one_worker")
+    launcher = f"{many.get('launcher')}"
+    out = [_target(names[0], goals[0], f"{ratio:.2f}x" if ratio is not None else "not measured",
+                   ratio >= WORKERS_RATIO if ratio is not None else None, launcher)]
+    sup = many["saturated"].get("supervisor_us_per_call")
+    note = f"supervisor beside them: {sup:,.0f} us/call" if sup is not None else ""
+    out.append(_target(names[1], goals[1],
+                       f"{cpu:.2f}x ({many['saturated']['server_us_per_call']:,.0f} vs "
+                       f"{one['saturated']['server_us_per_call']:,.0f} us/call)" if cpu is not None else "not measured",
+                       abs(cpu - 1.0) <= WORKERS_CPU_MARGIN if cpu is not None else None, note))
     return out
 
 
@@ -89,13 +130,14 @@ def table(report: dict[str, Any]) -> str:
                  f"{load['rounds']} interleaved round(s) per row, the median by throughput shown; "
                  "'us/call': CPU time the server under test spent per answered call (saturated); "
                  "'other CPU': CPUs used by processes outside the bench during the run")
-    header = (f"{'':34} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs base':>8} {'p99 +ms':>8} "
+    width = max([34] + [len(row["label"]) for row in report["results"].values() if row.get("available")])
+    header = (f"{'':{width}} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs base':>8} {'p99 +ms':>8} "
               f"{'light p50':>10} {'light p99':>10} {'us/call':>8} {'RSS idle':>9} {'RSS load':>9} {'other CPU':>9}")
     lines += ["", header, "-" * len(header)]
     base = _row(report, "baseline")
     for row in report["results"].values():
         if not row.get("available"):
-            lines.append(f"{row['label']:34} not available: {row.get('note', '')}")
+            lines.append(f"{row['label']:{width}} not available: {row.get('note', '')}")
             continue
         sat, light = row["saturated"], row.get("light")
         ratio = delta = None
@@ -105,7 +147,7 @@ def table(report: dict[str, Any]) -> str:
         errors = f"  ({sat['errors']} errors)" if sat["errors"] else ""
         light_p50, light_p99 = (light["p50_ms"], light["p99_ms"]) if light else (None, None)
         lines.append(
-            f"{row['label']:34} {sat['rps']:>9,.0f} {sat['p50_ms']:>8.2f} {sat['p99_ms']:>8.2f} "
+            f"{row['label']:{width}} {sat['rps']:>9,.0f} {sat['p50_ms']:>8.2f} {sat['p99_ms']:>8.2f} "
             f"{_fmt(ratio, '>8.0%')} {_fmt(delta, '>+8.2f')} "
             f"{_fmt(light_p50, '>10.2f')} {_fmt(light_p99, '>10.2f')} {_fmt(sat.get('server_us_per_call'), '>8,.0f')} "
             f"{_fmt(row.get('rss_idle_mb'), '>9.1f')} {_fmt(row.get('rss_loaded_mb'), '>9.1f')} "
@@ -116,6 +158,12 @@ def table(report: dict[str, Any]) -> str:
     rss = report["rss_mb"]
     lines.append("RSS idle: " + ", ".join(f"{k} {v} MB" for k, v in rss["service_idle"].items())
                  + "; loaded: " + ", ".join(f"{k} {v} MB" for k, v in rss["service_loaded"].items()))
+    sup = rss.get("supervised_idle") or {}
+    if sup.get("total") is not None:
+        lines.append(f"memory per service with its supervisor (mcp-figma, 1 worker): idle {sup['total']} MB "
+                     f"(supervisor {sup['supervisor']} + service {sup['workers']} MB); under load about "
+                     f"{rss.get('supervised_loaded_estimate')} MB (the service's peak above + the supervisor)")
+    lines += _workers_lines(report)
     for look in report["lookup"]:
         lines.append(f"uncached instance lookup, {look['instances']:>7,} instances: mean {look['mean_ms']:.3f} ms, "
                      f"p50 {look['p50_ms']:.3f} ms, p99 {look['p99_ms']:.3f} ms ({look['lookups']} lookups; "
@@ -130,3 +178,22 @@ def table(report: dict[str, Any]) -> str:
         note = f"  [{t['note']}]" if t["note"] else ""
         lines.append(f"  {mark:8} {t['target']}: {t['value']} (goal {t['goal']}){note}")
     return "\n".join(lines)
+
+
+def _workers_lines(report: dict[str, Any]) -> list[str]:
+    row = _row(report, "workers")
+    if row is None:
+        return []
+    sat = row["saturated"]
+    ratio, cpu = row.get("ratio_to_one_worker"), row.get("cpu_per_call_to_one_worker")
+    sup = sat.get("supervisor_us_per_call")
+    line = (f"{row['workers']} workers ({row['launcher']}): {_fmt(ratio, '.2f')}x one worker's calls/s, "
+            f"CPU per call {_fmt(cpu, '.2f')}x one worker's (summed over the workers)")
+    if sup is not None:
+        line += f", supervisor {sup:,.0f} us/call beside"
+    out = [line]
+    if row.get("rss_with_supervisor_loaded_mb") is not None:
+        out.append(f"memory with {row['workers']} workers and their supervisor: idle "
+                   f"{row.get('rss_with_supervisor_idle_mb')} MB, loaded {row['rss_with_supervisor_loaded_mb']} MB "
+                   f"(the workers alone: {row.get('rss_idle_mb')} / {row.get('rss_loaded_mb')} MB)")
+    return out

@@ -5,7 +5,10 @@ Rows, all under the same load generator and the same load:
   baseline   bare Tornado + the same aiohttp call, no tenancy
   full_rest  POST /{instance}/mcp/call on ``python -m services.figma``, cycling over N instances
   full_mcp   POST /{instance}/mcp (JSON-RPC tools/call), when the service answers it
-  sdk_peer   the same tool on the MCP SDK's Streamable HTTP server (stateless, JSON responses)
+  workers    the same MCP call on the service with N workers sharing its port (bench.workers)
+  sdk_peer / fastmcp_peer / ts_peer
+             the same tool on the MCP Python SDK, on FastMCP and on the MCP TypeScript SDK (Node), each
+             its own Streamable HTTP server, stateless with JSON responses (bench.peer_env)
 Each row: a saturated run (throughput, p50/p99 with queueing) and a light one (1 connection: the
 cost of one call without queueing), with the server's RSS idle and at peak under load.
 """
@@ -27,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import jsonrpc, lookup, profile, report, sdk_venv, wrk
+from bench import jsonrpc, lookup, peer_env, profile, report, workers, wrk
 from bench.cpu import CpuMeter, postmaster_pid
 from bench.database import EmbeddedPostgres, instance_count, seed_instances, usage_rows
 from bench.loadspec import LoadSpec, Target
@@ -99,6 +102,7 @@ class Bench:
         self.cpu = CpuMeter(self._our_roots)
         self.measurer = Measurer(opts, self.work, self.load_cpus, use_wrk, self.cpu)
         self.results: dict[str, dict[str, Any]] = {}
+        self.service_env: dict[str, str] = {}  # the platform processes' environment, set when they start
 
     def _our_roots(self) -> set[int]:
         roots = {os.getpid()}
@@ -166,16 +170,19 @@ class Bench:
             raise RuntimeError(f"not healthy after 30 s: {', '.join(missing)}")
         return procs, ready
 
-    def _start_peer(self, sim_url: str) -> tuple[Proc | None, str, str | None]:
-        """The SDK peer, ready for tools/call, or (None, why not)."""
+    def _start_peer(self, name: str, peer: peer_env.PythonPeer | peer_env.NodePeer,
+                    sim_url: str) -> tuple[Proc | None, str, str | None]:
+        """A peer, ready for tools/call, or (None, why not, its version if installed)."""
         if self.opts.peer == "skip":
             return None, "skipped (--peer skip)", None
-        version, note = sdk_venv.ensure(install=self.opts.peer == "install" or not self.opts.quick)
+        version, note = peer.ensure(install=self.opts.peer == "install" or not self.opts.quick)
         if version is None:
             return None, note, None
+        if isinstance(peer, peer_env.NodePeer):
+            peer.prepare()
         port = free_port()
-        argv = [str(sdk_venv.PYTHON), str(sdk_venv.SERVER_SCRIPT), "--port", str(port), "--upstream", sim_url]
-        proc = self.procs.start("sdk-peer", argv, clean_env(), port=port, cwd=self.work, cpus=self.server_cpus)
+        proc = self.procs.start(name, peer.command(port, sim_url), clean_env(), port=port, cwd=self.work,
+                                cpus=self.server_cpus)
         url = f"{proc.url}/mcp"
 
         def up() -> bool:
@@ -189,9 +196,28 @@ class Bench:
 
         wait_until(up, 30.0, interval=0.05)
         if not proc.alive():
-            return None, f"the SDK peer exited: {proc.output(500)}", version
+            return None, f"{peer.title} peer exited: {proc.output(500)}", version
         proc.ready_s = round(time.monotonic() - proc.started_at, 3)
         return proc, "", version
+
+    def _peer_row(self, name: str, label: str, peer: peer_env.PythonPeer | peer_env.NodePeer,
+                  sim_url: str) -> Row | None:
+        """A peer's row, or None with the peer recorded as not available (and why)."""
+        proc, note, version = self._start_peer(name, peer, sim_url)
+        if version:
+            label = f"{label} ({peer.framework} {version})"
+        if proc is None:
+            self._unavailable(name, label, note)
+            return None
+        try:
+            session = jsonrpc.initialize(f"{proc.url}/mcp")
+            jsonrpc.call_tool(f"{proc.url}/mcp", session)
+        except (jsonrpc.NotAvailable, ValueError, OSError) as e:
+            self._unavailable(name, label, f"tools/call failed: {e}")
+            return None
+        return Row(name, label, proc, self._spec(proc.port, "POST", [Target("/mcp", session.headers)], MCP_BODY,
+                                                 jsonrpc.BASE_HEADERS),
+                   extra={"version": version, "start_s": proc.ready_s})
 
     def _mcp_targets(self, base_url: str, ids: list[uuid.UUID]) -> list[Target]:
         """Targets for the platform's JSON-RPC endpoint; NotAvailable until it answers tools/call."""
@@ -202,12 +228,12 @@ class Bench:
         log(f"the MCP endpoint is stateful: opening {len(ids):,} sessions")
         return [Target(f"/{i}/mcp", jsonrpc.initialize(f"{base_url}/{i}/mcp").headers) for i in ids]
 
-    def _wait_usage(self, expected: int) -> int:
+    def _wait_usage(self, expected: int, ids: list[uuid.UUID]) -> int:
         assert self.db is not None
         rows = -1
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            now = usage_rows(self.db.url)
+            now = usage_rows(self.db.url, ids)
             if now >= expected or now == rows:
                 return now
             rows = now
@@ -224,7 +250,7 @@ class Bench:
             raw = out_dir / f"{row.name}.pyspy.txt"
             spec = replace(row.spec, warmup_s=0.0)
             log(f"{row.label}: profiling with py-spy for {spec.duration_s:g} s")
-            spy = profile.start(row.server.pid, spec.duration_s + 1, raw)
+            spy = profile.start(row.pids()[0], spec.duration_s + 1, raw)  # of several workers, the first
             time.sleep(0.5)
             result = self.measurer.load(spec)
             _, err = spy.communicate(timeout=60)
@@ -246,6 +272,7 @@ class Bench:
         env = clean_env(DATABASE_URL=self.db.url, CREDENTIALS_KEY=key, ADMIN_TOKEN=secrets.token_urlsafe(24),
                         FIGMA_API_URL=sim.url, GITHUB_API_URL=sim.url, SLACK_API_URL=sim.url,
                         MCP_PROJECT_ROOT=str(root), LOG_LEVEL="INFO")
+        self.service_env = env
         log("starting the platform's processes (main API, figma, github, slack) at once")
         platform_procs, ready = self._start_platform(env)
         log(f"all healthy {max(ready.values()):.2f} s after start")
@@ -265,10 +292,49 @@ class Bench:
         proc.wait_healthy()
         return proc
 
-    def _rows(self, sim: Proc, figma: Proc, ids: list[uuid.UUID]) -> list[Row]:
+    def _supervised_memory(self) -> dict[str, Any]:
+        """Idle RSS of the service as the Procfile runs it: its supervisor plus one worker."""
+        try:
+            service = workers.start_supervised(self.procs, self.service_env, self.work, "figma-supervised", 1)
+        except RuntimeError as e:
+            log(f"the supervised service did not start: {e}")
+            return {"launcher": "supervisor, 1 worker", "workers": None, "supervisor": None, "total": None,
+                    "note": str(e)[:500]}
+        try:
+            time.sleep(1.0)
+            return {"launcher": service.launcher, **service.rss()}
+        finally:
+            for proc in service.started:
+                self.procs.stop(proc)
+
+    def _workers_row(self, ids: list[uuid.UUID]) -> Row | None:
+        """The full MCP path on the service with N workers on one port; None (recorded as such) without."""
+        n = self.opts.workers
+        name, label = "workers", f"full path, MCP, {n} workers"
+        launcher = self.opts.workers_launcher
+        if launcher == "auto":
+            launcher = "supervisor" if workers.supervisor_has_workers() else "direct"
+        try:
+            if launcher == "supervisor":
+                service = workers.start_supervised(self.procs, self.service_env, self.work, "figma-workers", n)
+            else:
+                service = workers.start_direct(self.procs, self.service_env, "figma-worker", n)
+            targets = self._mcp_targets(service.url, ids)
+        except (RuntimeError, jsonrpc.NotAvailable, ValueError, OSError) as e:
+            self._unavailable(name, label, f"{launcher}: {e}")
+            return None
+        log(f"{label}: {service.launcher}, pids {service.worker_pids()}, unpinned (both CPUs)")
+        return Row(name, label, service.started[0],
+                   self._spec(service.port, "POST", targets, MCP_BODY, jsonrpc.BASE_HEADERS),
+                   prime=True, workers=service.worker_pids,
+                   supervisor=service.supervisor_pids if service.supervisor else None,
+                   extra={"workers": n, "launcher": service.launcher,
+                          "pinning": "workers and supervisor unpinned (both CPUs); load generator and simulator "
+                                     "as for every row"})
+
+    def _rows(self, sim: Proc, figma: Proc, ids: list[uuid.UUID], worker_ids: list[uuid.UUID]) -> list[Row]:
         """Every row that can be measured; the others are recorded as not available, with why."""
         baseline = self._start_helper("baseline", "bench.baseline", "--upstream", sim.url, cpus=self.server_cpus)
-        peer, peer_note, peer_version = self._start_peer(sim.url)
         rows = [Row("upstream", "upstream simulator alone", sim,
                     self._spec(sim.port, "GET", [Target("/v1/me", {"X-Figma-Token": "figd_bench_ceiling"})],
                                None, {}, check=False), light=False)]
@@ -279,7 +345,7 @@ class Bench:
         _preflight(f"{figma.url}/{ids[0]}/mcp/call", "the full path")
         rows.append(Row("full_rest", f"full path, REST ({len(ids):,} instances)", figma,
                         self._spec(figma.port, "POST", [Target(f"/{i}/mcp/call") for i in ids], REST_BODY,
-                                   JSON_HEADERS)))
+                                   JSON_HEADERS), prime=True))
         try:
             targets = self._mcp_targets(figma.url, ids)
         except (jsonrpc.NotAvailable, ValueError, OSError) as e:
@@ -292,19 +358,16 @@ class Bench:
             rows.append(Row("baseline_mcp", "baseline, MCP-shaped request", baseline,
                             self._spec(baseline.port, "POST", [Target("/mcp", targets[0].headers)], MCP_BODY,
                                        jsonrpc.BASE_HEADERS)))
-        label = f"MCP SDK peer (mcp {peer_version})" if peer_version else "MCP SDK peer"
-        if peer is None:
-            self._unavailable("sdk_peer", label, peer_note)
-            return rows
-        try:
-            session = jsonrpc.initialize(f"{peer.url}/mcp")
-            jsonrpc.call_tool(f"{peer.url}/mcp", session)
-        except (jsonrpc.NotAvailable, ValueError, OSError) as e:
-            self._unavailable("sdk_peer", label, f"tools/call failed: {e}")
-            return rows
-        rows.append(Row("sdk_peer", label, peer, self._spec(peer.port, "POST", [Target("/mcp", session.headers)],
-                                                            MCP_BODY, jsonrpc.BASE_HEADERS),
-                        extra={"sdk_version": peer_version, "start_s": peer.ready_s}))
+            if self.opts.workers > 0:
+                row = self._workers_row(worker_ids)
+                if row is not None:
+                    rows.append(row)
+        for name, label, peer in (("sdk_peer", "MCP SDK peer", peer_env.SDK),
+                                  ("fastmcp_peer", "FastMCP peer", peer_env.FASTMCP),
+                                  ("ts_peer", "TypeScript SDK peer", peer_env.TYPESCRIPT)):
+            row = self._peer_row(name, label, peer, sim.url)
+            if row is not None:
+                rows.append(row)
         return rows
 
     def run(self) -> dict[str, Any]:
@@ -314,19 +377,24 @@ class Bench:
         load_before = os.getloadavg()
         key = generate_key()
         try:
-            ids, lookups = self._database(CredentialCipher([parse_key(key)]))
+            cipher = CredentialCipher([parse_key(key)])
+            ids, lookups = self._database(cipher)
             assert self.db is not None
+            # The workers row has instances of its own, so the one-worker process's usage stays checkable.
+            worker_ids = (seed_instances(self.db.url, cipher, o.instances, start=o.lookup_instances)
+                          if o.workers > 0 else [])
             sim = self._start_helper("upstream-sim", "bench.upstream_sim", cpus=self.load_cpus)
             figma, ready, idle = self._start_service(key, sim)
-            rows = self._rows(sim, figma, ids)
-            usage_before = usage_rows(self.db.url)
+            supervised = self._supervised_memory()
+            rows = self._rows(sim, figma, ids, worker_ids)
+            usage_before = usage_rows(self.db.url, ids)
             calls_before = tool_calls_answered(figma.url)
             self.measurer.measure_all(rows)
             self.results.update((row.name, row.as_dict()) for row in rows)
             calls = tool_calls_answered(figma.url) - calls_before
-            usage = {"calls": calls, "rows": self._wait_usage(usage_before + calls) - usage_before}
+            usage = {"calls": calls, "rows": self._wait_usage(usage_before + calls, ids) - usage_before}
             # The baseline too: the same frames (Tornado, aiohttp) side by side show what tenancy adds.
-            profiled = (self._profile([r for r in rows if r.server is figma or r.name == "baseline"])
+            profiled = (self._profile([r for r in rows if r.server is figma or r.name in ("baseline", "workers")])
                         if o.profile_dir else None)
             loaded = {"mcp-figma": max((r.rss_loaded_mb for r in rows if r.server is figma and r.rss_loaded_mb),
                                        default=None)}
@@ -352,7 +420,8 @@ class Bench:
             "results": _ordered_with_ratios(self.results),
             "startup": {"all_healthy_s": max(ready.values()), "per_process": ready,
                         "note": "every Procfile process started at once, directly (no supervisor), warm database"},
-            "rss_mb": {"service_idle": idle, "service_loaded": loaded},
+            "rss_mb": {"service_idle": idle, "service_loaded": loaded, "supervised_idle": supervised,
+                       "supervised_loaded_estimate": _supervised_loaded(supervised, loaded["mcp-figma"])},
             "lookup": lookups,
             "usage": usage,
             "logs": str(self.work) if o.keep_logs else None,
@@ -371,11 +440,26 @@ def _preflight(url: str, what: str) -> None:
 
 def _ordered_with_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The rows in table order, each available one with its ratio and p99 difference to the baseline."""
-    order = ("upstream", "baseline", "full_rest", "baseline_mcp", "full_mcp", "sdk_peer")
+    order = ("upstream", "baseline", "full_rest", "baseline_mcp", "full_mcp", "workers", "sdk_peer",
+             "fastmcp_peer", "ts_peer")
     out = {name: results[name] for name in order if name in results}
     base = out["baseline"]["saturated"]
     for row in out.values():
         if row.get("available") and row["name"] != "upstream":
             row["ratio_to_baseline"] = round(row["saturated"]["rps"] / base["rps"], 3) if base["rps"] else None
             row["p99_delta_ms"] = round(row["saturated"]["p99_ms"] - base["p99_ms"], 3)
+    one, many = out.get("full_mcp"), out.get("workers")
+    if one and many and one.get("available") and many.get("available"):
+        s1, sn = one["saturated"], many["saturated"]
+        many["ratio_to_one_worker"] = round(sn["rps"] / s1["rps"], 3) if s1["rps"] else None
+        if s1.get("server_us_per_call") and sn.get("server_us_per_call"):
+            many["cpu_per_call_to_one_worker"] = round(sn["server_us_per_call"] / s1["server_us_per_call"], 3)
     return out
+
+
+def _supervised_loaded(idle: dict[str, Any], service_loaded: float | None) -> float | None:
+    """The one-worker service under load with its supervisor: the measured service's peak RSS plus the
+    supervisor's idle RSS (the supervised copy is only measured idle; the supervisor's RSS barely moves)."""
+    if service_loaded is None or idle.get("supervisor") is None:
+        return None
+    return round(service_loaded + idle["supervisor"], 1)

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench.loadspec import OK_LUA, LoadResult, LoadSpec
+from bench.loadspec import ERROR_LUA, OK_LUA, LoadResult, LoadSpec
 from bench.procs import pinned_command
 
 MARKER = "BENCH-RESULT "
@@ -23,9 +23,12 @@ local method = %(method)s
 local body = %(body)s
 local check = %(check)s
 local ok_pattern = %(ok_pattern)s
+local error_pattern = %(error_pattern)s
 local threads = {}
 local counter = 0
-local bad = 0
+-- A global on purpose: each wrk thread runs its own Lua state, and done() can read a thread's count
+-- only through thread:get(), which sees globals alone (a local here would always read as nil).
+bad = 0
 
 function setup(thread)
   thread:set("id", #threads)
@@ -43,7 +46,10 @@ function request()
 end
 
 function response(status, headers, resp_body)
-  if status == 200 and check and not string.find(resp_body, ok_pattern) then
+  -- wrk itself counts statuses >= 400 (summary.errors.status); anything else that is not a 200
+  -- carrying a successful tool result is counted here.
+  if status < 400 and (status ~= 200 or (check and (not string.find(resp_body, ok_pattern)
+                                                     or string.find(resp_body, error_pattern)))) then
     bad = bad + 1
   end
 end
@@ -51,7 +57,11 @@ end
 function done(summary, latency, requests)
   local not_ok = 0
   for _, thread in ipairs(threads) do
-    not_ok = not_ok + (thread:get("bad") or 0)
+    local count = thread:get("bad")
+    if count == nil then
+      error("the body check's counter is not readable from done()")
+    end
+    not_ok = not_ok + count
   end
   local e = summary.errors
   io.write(string.format(
@@ -89,7 +99,7 @@ def script(spec: LoadSpec) -> str:
         for t in spec.targets)
     return _LUA % {"targets": "{\n  " + targets + "\n}", "method": _lua_str(spec.method),
                    "body": _lua_str(spec.body), "check": "true" if spec.check_body else "false",
-                   "ok_pattern": _lua_str(OK_LUA), "marker": MARKER}
+                   "ok_pattern": _lua_str(OK_LUA), "error_pattern": _lua_str(ERROR_LUA), "marker": MARKER}
 
 
 def _wrk(spec: LoadSpec, lua: Path, duration_s: float, threads: int, cpus: set[int] | None) -> dict[str, int]:
