@@ -27,12 +27,13 @@ from types import ModuleType
 import psycopg
 from honcho.environ import parse_procfile
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from mcp.ops.procfile import command_words, port_word, supervised_module
 from mcp.ops.supervisor.config import SupervisorConfigError, parse_workers, workers_env
 from mcp.paths import PROJECT_ROOT
 from mcp.ports import expand_port, port_env, procfile_port, resolve_port
-from mcp.service import ServiceConfig, ServiceConfigError
+from mcp.service import Service, ServiceConfig, ServiceConfigError
 from mcp.tenancy.database import resolve_database_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -225,7 +226,21 @@ def _register(conn: psycopg.Connection, svc: DiscoveredService, root: Path, repo
     if sorted(row["also_accepts"]) != sorted(cfg.also_accepts):
         raise MigrationError(f"{rel}: also_accepts {row['also_accepts']} differs from SERVICE_CONFIG.also_accepts "
                              f"{list(cfg.also_accepts)} of {cfg.name!r}")
+    _record_tools_and_oauth(conn, svc)
     report.registered.append(cfg.name)
+
+
+def _record_tools_and_oauth(conn: psycopg.Connection, svc: DiscoveredService) -> None:
+    """What the API needs of a service without importing it (services never import each other): its tools, for
+    tool policies, and its OAuth provider, for connecting accounts. A package without SERVICE records neither."""
+    service = getattr(sys.modules.get(svc.module_name), "SERVICE", None)
+    tools: list[dict[str, object]] = []
+    oauth = None
+    if isinstance(service, Service):
+        tools = [{"name": t.name, "read_only": bool(t.read_only)} for t in service.tools]
+        oauth = Jsonb(service.oauth.to_json()) if service.oauth is not None else None
+    conn.execute("UPDATE mcp_table SET tools = %s, oauth = %s WHERE name = %s",
+                 (Jsonb(tools), oauth, svc.config.name))
 
 
 def migrate(conninfo: str, root: Path = PROJECT_ROOT, procfile: Path | None = None) -> MigrationReport:

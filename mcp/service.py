@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from mcp.ports import port_env
 
 if TYPE_CHECKING:
+    from mcp.oauth.provider import OAuthProvider
     from mcp.protocol.tools import Tool
     from mcp.server.upstream import UpstreamHTTP
 
@@ -116,6 +117,8 @@ class Service:
     # Error codes of the upstream's own vocabulary that the client reports (Slack's "channel_not_found"),
     # beyond the common ones of mcp.server.upstream; metrics label any other code "other".
     upstream_error_codes: frozenset[str] = frozenset()
+    # How tenants connect their upstream accounts (None: only credentials posted by an operator).
+    oauth: OAuthProvider | None = None
 
     @property
     def name(self) -> str:

@@ -3,6 +3,7 @@
 from mcp.service import Service, ServiceConfig
 from services.figma.api import FigmaClient
 from services.figma.endpoints import ROUTES
+from services.figma.oauth import OAUTH
 from services.figma.tools import TOOLS
 
 SERVICE_CONFIG = ServiceConfig(
@@ -23,4 +24,5 @@ SERVICE = Service(
     upstream_url_env="FIGMA_API_URL",
     upstream_default_url="https://api.figma.com",
     routes=ROUTES,
+    oauth=OAUTH,
 )

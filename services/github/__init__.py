@@ -3,6 +3,7 @@
 from mcp.service import Service, ServiceConfig
 from services.github.api import GitHubClient
 from services.github.endpoints import ROUTES
+from services.github.oauth import OAUTH
 from services.github.tools import TOOLS
 
 SERVICE_CONFIG = ServiceConfig(
@@ -23,4 +24,5 @@ SERVICE = Service(
     upstream_url_env="GITHUB_API_URL",
     upstream_default_url="https://api.github.com",
     routes=ROUTES,
+    oauth=OAUTH,
 )

@@ -3,6 +3,7 @@
 from mcp.service import Service, ServiceConfig
 from services.slack.api import ERROR_CODES, SlackClient
 from services.slack.endpoints import ROUTES
+from services.slack.oauth import OAUTH
 from services.slack.tools import TOOLS
 
 SERVICE_CONFIG = ServiceConfig(
@@ -23,5 +24,6 @@ SERVICE = Service(
     upstream_url_env="SLACK_API_URL",
     upstream_default_url="https://slack.com/api",
     routes=ROUTES,
+    oauth=OAUTH,
     upstream_error_codes=ERROR_CODES,
 )
