@@ -130,6 +130,8 @@ class Settings:
     request_timeout_s: float = 60.0
     # Where each service process appends its usage records before answering (survives SIGKILL).
     usage_spool_dir: Path | None = None
+    # An OAuth access token this close to its expiry (seconds) is refreshed before a call (mcp/server/fresh_tokens.py).
+    oauth_refresh_margin_s: float = 60.0
     # Processes of this service sharing its port (MCP_WORKERS, set by the supervisor's --workers): a reload's
     # handover steers new connections to the listener that joined the port after them (mcp.server.serve).
     workers: int = 1
@@ -199,6 +201,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_connections=_int(env, "MAX_CONNECTIONS", 0),
         idle_timeout_s=_positive(env, "IDLE_TIMEOUT", 75.0),
         request_timeout_s=_positive(env, "REQUEST_TIMEOUT", 60.0),
+        oauth_refresh_margin_s=_float(env, "OAUTH_REFRESH_MARGIN", 60.0),
         usage_spool_dir=Path(env["USAGE_SPOOL_DIR"]) if env.get("USAGE_SPOOL_DIR") else root / ".data" / "usage-spool",
         workers=max(1, _int(env, "MCP_WORKERS", 1)),
         environ=env,

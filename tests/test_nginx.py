@@ -148,7 +148,7 @@ def test_every_proxying_location_sends_the_full_header_set():
     text = render([Route("figma", 49280), Route("git-hub", 49281)], NginxOptions())
     blocks = locations(text)
     proxying = {pattern: body for pattern, body in blocks.items() if "proxy_pass" in body}
-    assert set(proxying) == {"= /health", "/api/", "/figma/", "/git-hub/"}
+    assert set(proxying) == {"= /health", "/api/", "/oauth/", "/figma/", "/git-hub/"}
     for pattern, body in proxying.items():
         headers = dict(re.findall(r"proxy_set_header (\S+) (.*?);", body))
         assert set(headers) >= FULL_HEADER_SET, (pattern, FULL_HEADER_SET - set(headers))
@@ -156,7 +156,7 @@ def test_every_proxying_location_sends_the_full_header_set():
         assert headers["X-Forwarded-For"] == "$remote_addr"  # the edge: a client's own header is not kept
         assert headers["Connection"] == '""' and "proxy_http_version 1.1;" in body
         assert headers["Forwarded"] == '""'  # a client's own is dropped
-        prefix = f"/{pattern.strip('/')}" if pattern not in ("= /health", "/api/") else '""'
+        prefix = f"/{pattern.strip('/')}" if pattern not in ("= /health", "/api/", "/oauth/") else '""'
         assert headers["X-Forwarded-Prefix"] == prefix, pattern
     # Outside the locations, nothing a location could be mistaken to inherit.
     outside = re.sub(r"\n\s*location [^{]+\{[^}]*\}", "", text)
@@ -457,3 +457,18 @@ def _read_answer(sock: socket.socket) -> bytes:
     except ConnectionResetError:
         return data
     return head
+
+
+def test_oauth_callbacks_reach_the_api_and_their_query_is_never_logged(nginx, api, tmp_path):
+    """The provider sends the browser to PUBLIC_URL/oauth/<service>/callback?code=..&state=..: nginx must pass it
+    to the API, and neither nginx's log nor the API's may keep the code or the state."""
+    base = start_nginx(nginx, [], tmp_path, api.port)
+    url = f"{base}/oauth/github/callback?code=codesecret4711&state=statesecret0815"
+    resp = http("GET", url, headers={"Accept": "application/json"})
+    assert resp.status == 400 and resp.json["error"]["code"] == "invalid_state"  # the API's answer, not nginx's
+    page = http("GET", url, headers={"Accept": "text/html"})
+    assert page.status == 400 and page.headers["content-type"].startswith("text/html")
+    log = wait_for(lambda: (text := (tmp_path / "access.log").read_text()).count("/oauth/") >= 2 and text, 10,
+                   what="the access log lines")
+    assert 'GET /oauth/github/callback HTTP/1.1" 400' in log
+    assert "secret" not in log

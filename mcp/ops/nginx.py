@@ -5,7 +5,8 @@ and prints an http-context file for ``/etc/nginx/conf.d/``:
 
 - ``/<service>/...`` goes to ``127.0.0.1:<port>/...`` with the prefix stripped, through an ``upstream``
   block per service, so more copies of a service can later be added as further ``server`` lines;
-- ``/api/...`` and ``= /health`` go to the main API unchanged;
+- ``/api/...``, ``/oauth/...`` (the end of an OAuth connection: the provider sends the user's browser to
+  ``PUBLIC_URL/oauth/<service>/callback``) and ``= /health`` go to the main API unchanged;
 - every proxying location sends the same whole header set (``_proxy``): a location's own
   ``proxy_set_header`` replaces all the server's, so nothing is left to inheritance;
 - responses are not buffered, so event streams (MCP Streamable HTTP) reach clients as they are written;
@@ -47,7 +48,7 @@ _SAFE_PATH = f"(?:/{_SAFE_SEGMENT})*"
 _QUERY = "(?:[?].*)?$"  # dropped: a query string may carry tokens
 # Catalog names are checked by migrations; checked again because they become nginx tokens and paths.
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
-_RESERVED = {"api", "health"}
+_RESERVED = {"api", "health", "oauth"}
 
 
 class CatalogError(RuntimeError):
@@ -234,6 +235,11 @@ def render(routes: Sequence[Route], options: NginxOptions) -> str:
         "    }",
         "",
         "    location /api/ {",
+        *_proxy("mcp_api"),
+        "    }",
+        "",
+        "    # OAuth callbacks: the code and state travel in the query string, which the access log drops.",
+        "    location /oauth/ {",
         *_proxy("mcp_api"),
         "    }",
     ]

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 from mcp.errors import (
     BadRequest,
+    Forbidden,
     HeaderMismatch,
     InvalidParams,
     InvalidRequest,
@@ -51,7 +52,7 @@ from mcp.protocol.jsonrpc import (
     request_id,
     result_response,
 )
-from mcp.protocol.tools import Tool, ToolRegistry
+from mcp.protocol.tools import Tool, ToolRegistry, ToolView
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,15 @@ Headers = Mapping[str, Sequence[str]]
 
 
 class McpServer(NamedTuple):
-    """What one request is served with: the service's tools and a tool call bound to its instance.
+    """What one request is served with: the instance's tools and a tool call bound to the instance.
 
+    ``registry`` is the service's registry, or the view of it the instance's tool policy allows
+    (``ToolRegistry.allowing``): tools/list and tools/call see only what it holds.
     ``invoke(tool, arguments)`` validates the arguments, runs the tool and records usage (see
     ``mcp.server.endpoints.call_tool``); ``server_info`` is the MCP Implementation object we present.
     """
 
-    registry: ToolRegistry
+    registry: ToolRegistry | ToolView
     invoke: ToolInvoker
     server_info: dict[str, Any]
     page_size: int = 100
@@ -343,12 +346,14 @@ def _tools_page(server: McpServer, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tools_call(server: McpServer, params: dict[str, Any]) -> Awaitable[dict[str, Any]]:
-    """Unknown tools and malformed params are protocol errors (raised now); everything else is a
-    CallToolResult (the returned call, to await)."""
+    """Unknown or disallowed tools and malformed params are protocol errors (raised now); everything else
+    is a CallToolResult (the returned call, to await)."""
     try:
         tool = server.registry.get(params.get("name"))
     except (BadRequest, NotFound) as e:
         raise InvalidParams(e.message) from None
+    except Forbidden as e:  # a tool the instance's policy does not allow: say so, machine-readably too
+        raise InvalidParams(e.message, data={"code": e.code}) from None
     arguments = params.get("arguments")
     if arguments is not None and not isinstance(arguments, dict):
         raise InvalidParams("params.arguments must be an object")

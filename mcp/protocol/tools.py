@@ -1,18 +1,20 @@
 """Tools: what a service offers, how arguments are checked, how results are shaped.
 
 One registry per service serves every transport (REST ``/mcp/call`` and the JSON-RPC endpoint),
-so the same validation and result shaping apply whichever way a client calls.
+so the same validation and result shaping apply whichever way a client calls. An instance with a
+tool policy sees the registry through a ``ToolView``: the tools the policy allows, listed and
+callable; any other tool of the service is refused (``tool_not_allowed``) before it could run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from mcp.errors import BadRequest, NotFound, ToolError, UpstreamError
+from mcp.errors import BadRequest, Forbidden, NotFound, ToolError, UpstreamError
 from mcp.protocol.schema import Check, InvalidSchema, SchemaError, compile_schema
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,9 @@ ToolHandler = Callable[[Any, dict[str, Any]], Awaitable[Any]]
 OUTCOME_OK = "ok"
 OUTCOME_ERROR = "error"
 OUTCOME_INVALID = "invalid_arguments"
+# Distinct policies a registry keeps a view for; past this many (never in practice: instances share a
+# handful of policies) the views are dropped and rebuilt on demand.
+MAX_VIEWS = 1024
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,33 @@ class InvalidToolSchema(ValueError):
         self.keyword = error.keyword
 
 
+def unknown_tool(name: Any, available: Iterable[str]) -> BadRequest | NotFound:
+    """The error for a ``name`` that names no tool in ``available``."""
+    if not isinstance(name, str) or not name:
+        return BadRequest("'name' must be a non-empty string naming a tool", field="name")
+    names = ", ".join(available)
+    return NotFound(f"unknown tool {name!r}; available: {names or 'none'}", code="unknown_tool", field="name")
+
+
+def allowed_tools(tools: Iterable[Tool], policy: Mapping[str, Any]) -> frozenset[str]:
+    """The names a stored tool policy allows among ``tools``.
+
+    ``{"allow": [names]}``: those names (one the service no longer has is ignored); ``{"read_only": true}``:
+    the tools annotated read-only. The API validates policies before storing them; a policy this code cannot
+    read (edited in the database by hand) allows no tool rather than every tool.
+    """
+    tools = list(tools)
+    if len(policy) == 1 and policy.get("read_only") is True:
+        return frozenset(t.name for t in tools if t.read_only)
+    allow = policy.get("allow") if len(policy) == 1 else None
+    if isinstance(allow, list):
+        wanted = {name for name in allow if isinstance(name, str)}
+        return frozenset(t.name for t in tools if t.name in wanted)
+    log.warning("an instance has a tool policy this service cannot read (keys: %s); it allows no tool",
+                ", ".join(sorted(map(str, policy)))[:200])
+    return frozenset()
+
+
 class ToolRegistry:
     """A service's tools by name, with input schemas checked and compiled once, when the service is built."""
 
@@ -127,6 +159,8 @@ class ToolRegistry:
                 name for name, prop in (tool.input_schema.get("properties") or {}).items()
                 if isinstance(prop, dict) and prop.get("type") == "integer")
         self._described = [t.describe() for t in self._tools.values()]
+        # Canonical policy JSON -> its view: built once per distinct policy, not per request.
+        self._views: dict[str, ToolView] = {}
 
     def __len__(self) -> int:
         return len(self._tools)
@@ -138,14 +172,25 @@ class ToolRegistry:
         return self._described
 
     def get(self, name: Any) -> Tool:
-        if not isinstance(name, str) or not name:
-            raise BadRequest("'name' must be a non-empty string naming a tool", field="name")
-        tool = self._tools.get(name)
+        tool = self._tools.get(name) if isinstance(name, str) else None
         if tool is None:
-            raise NotFound(
-                f"unknown tool {name!r}; available: {', '.join(self._tools)}", code="unknown_tool", field="name"
-            )
+            raise unknown_tool(name, self._tools)
         return tool
+
+    def allowing(self, policy: Mapping[str, Any] | None) -> ToolRegistry | ToolView:
+        """The tools an instance with this policy (``Instance.tool_policy``) may list and call.
+
+        No policy (the usual case) is the registry itself: one ``is None`` test on the hot path.
+        """
+        if policy is None:
+            return self
+        key = json.dumps(policy, sort_keys=True, separators=(",", ":"))
+        view = self._views.get(key)
+        if view is None:
+            if len(self._views) >= MAX_VIEWS:
+                self._views.clear()
+            view = self._views[key] = ToolView(self, allowed_tools(self._tools.values(), policy))
+        return view
 
     def check_arguments(self, tool: Tool, arguments: Any) -> dict[str, Any]:
         if arguments is None:
@@ -185,3 +230,37 @@ class ToolRegistry:
                 OUTCOME_ERROR,
             )
         return CallOutcome(data_result(data), OUTCOME_OK)
+
+
+class ToolView:
+    """A registry as one tool policy shows it: the allowed tools in the registry's order.
+
+    ``describe`` and ``get`` answer like the registry's, for the allowed tools only; ``get`` refuses a tool
+    the service has but the policy does not allow with 403 ``tool_not_allowed``, so the call never runs.
+    """
+
+    def __init__(self, registry: ToolRegistry, allowed: frozenset[str]) -> None:
+        self.registry = registry
+        self._allowed = allowed
+        self._names = [name for name in registry.names() if name in allowed]
+        self._described = [d for d in registry.describe() if d["name"] in allowed]
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return self._described
+
+    def get(self, name: Any) -> Tool:
+        if isinstance(name, str) and name in self._allowed:
+            return self.registry.get(name)
+        try:
+            self.registry.get(name)
+        except (BadRequest, NotFound):
+            raise unknown_tool(name, self._names) from None
+        allowed = ", ".join(self._names) or "none"
+        raise Forbidden(f"tool {name!r} is not allowed for this instance; allowed: {allowed}",
+                        code="tool_not_allowed", field="name")

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from mcp.errors import (
     Forbidden,
     MisdirectedRequest,
     NotFound,
     TooManyRequests,
+    Unavailable,
     UnsupportedMediaType,
     UpstreamError,
 )
+from mcp.oauth.client import OAuthError, ReauthRequired, TokenEndpointUnavailable
 from mcp.protocol.media import is_json
-from mcp.protocol.tools import Tool, redact
+from mcp.protocol.tools import OUTCOME_ERROR, CallOutcome, Tool, redact, text_result
 from mcp.server.base import BaseHandler
 from mcp.server.forwarded import client_address
 from mcp.server.runtime import ServiceRuntime
-from mcp.tenancy.instances import Instance, parse_instance_id
+from mcp.tenancy.instances import Instance, parse_instance_id, reconnect_message
+
+log = logging.getLogger(__name__)
 
 
 def service_health(rt: ServiceRuntime) -> dict[str, Any]:
@@ -47,18 +52,75 @@ async def call_tool(runtime: ServiceRuntime, instance: Instance, tool: Tool, arg
     if they do not match); usage and metrics are recorded; an isError result has the instance's
     credentials redacted. No upstream call outlasts ``deadline`` (event-loop time): one that would is
     abandoned, an isError result. Raises BadRequest, before anything runs, if ``arguments`` is not an object.
+
+    An OAuth instance's token is refreshed first when it expires within the margin, and once more, with one
+    retry, when the upstream says it is expired or invalid; a refresh that fails is the call's isError result
+    (``instance_reauth_required`` or ``token_refresh_failed``). Usage records the final outcome, once.
     """
     registry = runtime.registry
-    client = runtime.client_for(instance, deadline)
     started = time.perf_counter()
-    outcome = await registry.call(tool, arguments, client)
+    # Static credentials have no token expiry: this one test is all they cost.
+    if instance.token_expires_at is not None and runtime.tokens is not None and runtime.tokens.due(instance):
+        instance, failed = await _refreshed(runtime, instance, deadline, None)
+        outcome = failed or await registry.call(tool, arguments, runtime.client_for(instance, deadline))
+    else:
+        outcome = await registry.call(tool, arguments, runtime.client_for(instance, deadline))
+    result = outcome.result
+    if result["isError"]:
+        secrets = list(instance.credentials.values())
+        if (outcome.upstream_code is not None and runtime.tokens is not None and _token_rejected(outcome)
+                and runtime.tokens.can_refresh(instance)):
+            fresh, failed = await _refreshed(runtime, instance, deadline, outcome)
+            if failed is None:
+                instance = fresh
+                secrets.extend(fresh.credentials.values())
+                outcome = await registry.call(tool, arguments, runtime.client_for(fresh, deadline))
+            else:
+                outcome = failed
+            result = outcome.result
+        if result["isError"]:
+            result = redact(result, secrets)
     elapsed = time.perf_counter() - started
     runtime.usage.record(instance.id, runtime.service.name, tool.name, outcome.outcome, elapsed)
     runtime.metrics.tool_call(tool.name, outcome.outcome, elapsed, outcome.upstream_code, outcome.upstream)
-    result = outcome.result
-    if result["isError"]:
-        result = redact(result, instance.credentials.values())
     return result
+
+
+def _token_rejected(outcome: CallOutcome) -> bool:
+    """Whether the upstream refused the token itself (expired, revoked, invalid), not the request.
+
+    Clients say "unauthorized" (GitHub's 401, Figma's 403 "Invalid token"); Slack keeps its own codes
+    (token_expired, invalid_auth, token_revoked...) with status 401.
+    """
+    if outcome.upstream_code == "unauthorized":
+        return True
+    structured = outcome.result.get("structuredContent")
+    return isinstance(structured, dict) and structured.get("status") == 401
+
+
+async def _refreshed(runtime: ServiceRuntime, instance: Instance, deadline: float | None,
+                     rejected: CallOutcome | None) -> tuple[Instance, CallOutcome | None]:
+    """(the instance with fresh credentials, None), or (the instance, the outcome that answers the call).
+
+    ``rejected`` is the upstream's refusal that prompted the refresh (None: refreshing ahead of expiry);
+    it stands when the instance cannot be refreshed at all (no OAuth app configured, no refresh token).
+    """
+    tokens = runtime.tokens
+    assert tokens is not None
+    try:
+        return await tokens.refreshed(instance, deadline), None
+    except ReauthRequired:
+        msg = reconnect_message(runtime.service.name, "reauth_required")
+        code = "instance_reauth_required"
+    except TokenEndpointUnavailable as e:
+        log.warning("could not refresh a %s token (%s); the call was answered token_refresh_failed",
+                    runtime.service.name, e.code)
+        msg = f"could not refresh the {tokens.display_name} token, try again"
+        code = "token_refresh_failed"
+    except OAuthError:
+        return instance, rejected
+    return instance, CallOutcome(text_result(msg, is_error=True, structured={"code": code, "message": msg}),
+                                 OUTCOME_ERROR)
 
 
 class ServiceHandler(BaseHandler):
@@ -122,6 +184,9 @@ class InstanceHandler(ServiceHandler):
     """
 
     instance: Instance
+    # Whether an expiring OAuth token is refreshed before the method runs (the direct endpoints). The tool
+    # endpoints leave it to call_tool, where a failed refresh is the call's isError result.
+    refreshes_token: ClassVar[bool] = True
 
     def prepare(self) -> Awaitable[None] | None:
         """Synchronous when the instance is cached (the usual case); else the lookup to await."""
@@ -142,6 +207,9 @@ class InstanceHandler(ServiceHandler):
         if instance is None:
             return self._resolve(segment)
         self._admit(instance)
+        # Static credentials have no token expiry: this one test is all they cost.
+        if instance.token_expires_at is not None and self._token_due():
+            return self._refresh_token()
         return None
 
     async def _resolve(self, segment: str) -> None:
@@ -151,12 +219,35 @@ class InstanceHandler(ServiceHandler):
             self.runtime.probe_limiter.acquire(client_address(self.request, self.runtime.settings.trusted_proxies))
             raise
         self._admit(instance)
+        if instance.token_expires_at is not None and self._token_due():
+            await self._refresh_token()
 
     def _admit(self, instance: Instance) -> None:
         self.instance = instance
         wait = self.runtime.rate_limiter.acquire(instance.key)
         if wait:
             raise TooManyRequests(f"this instance is over its request rate; retry in {wait} s", retry_after=wait)
+
+    def _token_due(self) -> bool:
+        tokens = self.runtime.tokens
+        return self.refreshes_token and tokens is not None and tokens.due(self.instance)
+
+    async def _refresh_token(self) -> None:
+        """Refresh the instance's expiring token before the method runs; a refresh that fails is the answer."""
+        tokens = self.runtime.tokens
+        assert tokens is not None
+        try:
+            self.instance = await tokens.refreshed(self.instance, self.deadline())
+        except ReauthRequired:
+            raise Forbidden(reconnect_message(self.runtime.service.name, "reauth_required"),
+                            code="instance_reauth_required") from None
+        except TokenEndpointUnavailable as e:
+            log.warning("could not refresh a %s token (%s); the request was answered token_refresh_failed",
+                        self.runtime.service.name, e.code)
+            raise Unavailable(f"could not refresh the {tokens.display_name} token, try again",
+                              code="token_refresh_failed", retry_after=5) from None
+        except OAuthError:
+            pass  # it cannot be refreshed at all: the upstream's answer to the token as it is will say so
 
     @property
     def client(self) -> Any:
@@ -179,14 +270,23 @@ class InstanceHandler(ServiceHandler):
 
 
 class ToolsListHandler(InstanceHandler):
+    """GET -> {"tools": [...]}: the tools this instance's policy allows (every tool without one)."""
+
+    refreshes_token = False  # no upstream call
+
     async def get(self, instance: str) -> None:
-        self.write_json({"tools": self.runtime.registry.describe()})
+        self.write_json({"tools": self.runtime.registry.allowing(self.instance.tool_policy).describe()})
 
 
 class ToolCallHandler(InstanceHandler):
-    """POST {"name", "arguments"} -> CallToolResult (tool failures are isError results, status 200)."""
+    """POST {"name", "arguments"} -> CallToolResult (tool failures are isError results, status 200).
+
+    A tool the instance's policy does not allow is a 403 ``tool_not_allowed``; nothing runs.
+    """
+
+    refreshes_token = False  # call_tool refreshes
 
     async def post(self, instance: str) -> None:
         body = self.json_body()
-        tool = self.runtime.registry.get(body.get("name"))
+        tool = self.runtime.registry.allowing(self.instance.tool_policy).get(body.get("name"))
         self.write_json(await call_tool(self.runtime, self.instance, tool, body.get("arguments"), self.deadline()))

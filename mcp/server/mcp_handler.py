@@ -58,6 +58,8 @@ class _HeaderLists(Mapping[str, list[str]]):
 class McpHandler(InstanceHandler):
     """The MCP endpoint of one instance: JSON-RPC over POST, answered as one JSON object."""
 
+    refreshes_token = False  # call_tool refreshes an expiring token: a failure is the call's isError result
+
     def check_browser_rules(self) -> None:
         """Host and Origin as on every instance endpoint, then what the MCP transport requires."""
         # Host and Origin first: a rebinding page learns nothing, not even whether the id exists.
@@ -74,7 +76,8 @@ class McpHandler(InstanceHandler):
 
     async def post(self, instance: str) -> None:
         rt = self.runtime
-        server = McpServer(rt.registry, self._invoker(), rt.server_info, rt.settings.mcp_page_size)
+        tools = rt.registry.allowing(self.instance.tool_policy)  # the registry itself unless a policy limits it
+        server = McpServer(tools, self._invoker(), rt.server_info, rt.settings.mcp_page_size)
         reply = await handle_post(server, _HeaderLists(self.request.headers), self.body_bytes())
         self.set_status(reply.status)
         if reply.body is None:

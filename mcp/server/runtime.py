@@ -10,9 +10,12 @@ from typing import Any
 import aiohttp
 
 from mcp.config import Settings
+from mcp.oauth.refresh import TokenRefresher
+from mcp.oauth.settings import oauth_app
 from mcp.protocol.tools import ToolRegistry
 from mcp.server.base import InFlight
 from mcp.server.connections import ConnectionStats
+from mcp.server.fresh_tokens import FreshTokens
 from mcp.server.limits import ConcurrencyLimiter, RateLimiter
 from mcp.server.metrics import Metrics
 from mcp.server.upstream import UpstreamHTTP, make_session
@@ -44,6 +47,8 @@ class ServiceRuntime:
     started_at: float = field(default_factory=time.time)
     session: aiohttp.ClientSession | None = None
     listener: InvalidationListener | None = None
+    # Refreshes OAuth instances' tokens (create() sets it; it refreshes nothing without the service's OAuth app).
+    tokens: FreshTokens | None = None
 
     @classmethod
     def create(cls, service: Service, settings: Settings, port: int | None = None) -> ServiceRuntime:
@@ -57,7 +62,7 @@ class ServiceRuntime:
                       lambda: usage.dropped, multiprocess_mode="sum")
         connections = ConnectionStats()
         connections.register(metrics)
-        return cls(
+        rt = cls(
             connections=connections,
             service=service,
             settings=settings,
@@ -73,6 +78,25 @@ class ServiceRuntime:
             registry=ToolRegistry(service.tools),
             upstream_url=settings.get(service.upstream_url_env) or service.upstream_default_url,
         )
+        rt.tokens = rt.fresh_tokens()
+        return rt
+
+    def fresh_tokens(self) -> FreshTokens:
+        """The token refresher of this process: the service's OAuth app (its <NAME>_OAUTH_* variables) and
+        this process's upstream session; OAUTH_REFRESH_MARGIN (seconds, default 60) says how close to its
+        expiry a token is refreshed before a call."""
+        provider = self.service.oauth
+        app = oauth_app(provider, self.settings.environ or {}) if provider is not None else None
+        margin_s = self.settings.oauth_refresh_margin_s
+        refresher = TokenRefresher(self.db, self.resolver.cipher, app, self.upstream_session, min_validity_s=margin_s)
+        display = (provider.display_name if provider is not None else "") or self.service.config.display_name
+        return FreshTokens(refresher, self.resolver, display or self.service.name, margin_s)
+
+    def upstream_session(self) -> aiohttp.ClientSession:
+        """The process's upstream session (token requests share it)."""
+        self.ensure_started()
+        assert self.session is not None
+        return self.session
 
     async def start(self) -> None:
         """Create what needs the running loop: the upstream session and the usage flusher."""
@@ -90,6 +114,8 @@ class ServiceRuntime:
     async def stop(self) -> None:
         if self.listener is not None:
             await self.listener.stop()
+        if self.tokens is not None:
+            await self.tokens.close()  # refreshes in flight store their new tokens before the pool closes
         await self.resolver.close()
         await self.usage.close()
         await self.db.close()

@@ -42,6 +42,20 @@ FROM service_instances WHERE id = ANY(%s) AND service_name = %s
 """
 
 
+# Statuses that only connecting the account (again) ends, and the error code a call to such an instance gets.
+RECONNECT_CODES = {"pending": "instance_pending", "reauth_required": "instance_reauth_required"}
+
+
+def reconnect_message(service: str, status: str) -> str:
+    """What to tell whoever calls an instance whose account is not (or no longer) connected."""
+    how = (f'POST /api/connect {{"service": "{service}", "user": <its user>, "instance_id": <this instance\'s id>}} '
+           "on the main API, then open the authorize_url it returns")
+    if status == "pending":
+        return f"this instance's {service} account is not connected yet; connect it: {how}"
+    return (f"this instance's {service} authorization was revoked or has expired and could not be renewed; "
+            f"reconnect it (same id, same URL): {how}")
+
+
 @dataclass(frozen=True)
 class Instance:
     id: uuid.UUID
@@ -69,12 +83,16 @@ class Instance:
 
     def public(self, now: datetime) -> dict[str, Any]:
         """What may be shown to whoever holds the instance URL: never the credentials."""
-        return {
+        status = self.effective_status(now)
+        info: dict[str, Any] = {
             "id": str(self.id),
             "service": self.service,
-            "status": self.effective_status(now),
+            "status": status,
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
         }
+        if status in RECONNECT_CODES:
+            info["message"] = reconnect_message(self.service, status)
+        return info
 
 
 def instance_key(segment: str) -> str:
@@ -156,6 +174,12 @@ class InstanceResolver:
         """The instance whatever its status, or None if this service has no such instance."""
         return await self._lookup(str(instance_id), instance_id)
 
+    async def reload(self, instance_id: uuid.UUID) -> Instance | None:
+        """The instance as the database has it now, cached in place of the old copy (after this process
+        changed it, e.g. refreshed its token: the next request need not wait for the NOTIFY)."""
+        self.invalidate(instance_id)
+        return await self.lookup(instance_id)
+
     async def _lookup(self, key: str, instance_id: uuid.UUID | None = None) -> Instance | None:
         found, instance = self.cached(key)
         if found:
@@ -223,6 +247,8 @@ class InstanceResolver:
         status = instance.effective_status(self.now())
         if status == "expired":
             raise Forbidden("this instance has expired; renew it through the main API", code="instance_expired")
+        if status in RECONNECT_CODES:
+            raise Forbidden(reconnect_message(self.service, status), code=RECONNECT_CODES[status])
         raise Forbidden(f"this instance is {status}; reactivate it through the main API", code="instance_inactive")
 
     async def _load(self, instance_id: uuid.UUID) -> Instance | None:

@@ -20,7 +20,9 @@ from services.api.handlers import (
     UsageHandler,
     UserInstancesHandler,
 )
+from services.api.oauth import CallbackHandler, ConnectHandler
 from services.api.status import ServicesStatusHandler
+from services.api.token_keeper import KeeperSettings
 
 ID = r"(?P<instance>[^/]+)"
 
@@ -36,6 +38,9 @@ def make_app(runtime: ApiRuntime) -> tornado.web.Application:
         (rf"/api/instances/{ID}/usage", UsageHandler, kw),
         (rf"/api/instances/{ID}/rotate-id", RotateIdHandler, kw),
         (r"/api/users/(?P<email>[^/]+)/instances", UserInstancesHandler, kw),
+        (r"/api/connect", ConnectHandler, kw),
+        # Public: the provider sends the user's browser here; the state in the query is the capability.
+        (r"/oauth/(?P<service>[a-z][a-z0-9_-]{0,39})/callback", CallbackHandler, kw),
     ])
 
 
@@ -47,7 +52,8 @@ def create_runtime(settings_env: dict[str, str] | None = None) -> ApiRuntime:
     db = Database(settings.database_url, settings.embedded_url_file, timeout_s=settings.db_timeout_s,
                   max_size=settings.db_pool_max, application_name="mcp-api")
     runtime = ApiRuntime(settings=settings, db=db, cipher=settings.cipher(), port=port,
-                         metrics=Metrics(API_NAME, settings.get("PROMETHEUS_MULTIPROC_DIR") or None))
+                         metrics=Metrics(API_NAME, settings.get("PROMETHEUS_MULTIPROC_DIR") or None),
+                         keeper_settings=KeeperSettings.from_settings(settings))
     runtime.connections.register(runtime.metrics)
     return runtime
 

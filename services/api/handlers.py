@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from mcp.config import Settings
-from mcp.errors import BadRequest, NotFound, Unauthorized
+from mcp.errors import BadRequest, Conflict, NotFound, Unauthorized
 from mcp.formation.health import probe as probe_health
 from mcp.ports import service_port
 from mcp.server.base import BaseHandler, InFlight
@@ -28,6 +28,9 @@ from mcp.tenancy.credentials import CredentialCipher
 from mcp.tenancy.database import Database
 from mcp.tenancy.instances import parse_instance_id
 from services.api import API_NAME, API_PORT, API_VERSION, store
+from services.api.oauth_apps import OAuthApps
+from services.api.token_keeper import KeeperSettings, TokenKeeper
+from services.api.tool_policy import parse_tool_policy
 
 # No control characters (PostgreSQL text cannot hold NUL) and no lone surrogates (not UTF-8).
 _EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f\ud800-\udfff]{1,64}@[^@\s\x00-\x1f\x7f\ud800-\udfff]{1,189}"
@@ -36,7 +39,10 @@ _EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f\ud800-\udfff]{1,64}@[^@\s\x00-\x1f\x7f
 _SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 # Credentials are sent upstream as HTTP header values, which cannot hold control characters.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What an operator may set. "pending" and "reauth_required" are shown, never set: only connecting an account
+# (POST /api/connect, then its callback) leaves them.
 STATUSES = ("active", "inactive", "expired")
+UNCONNECTED = ("pending", "reauth_required")
 SERVICE_PROBE_TIMEOUT_S = 1.5
 
 
@@ -56,12 +62,28 @@ class ApiRuntime:
     connections: ConnectionStats = field(default_factory=ConnectionStats)
     started_at: float = field(default_factory=time.time)
     session: aiohttp.ClientSession | None = None
+    keeper_settings: KeeperSettings = field(default_factory=KeeperSettings)
+    oauth_apps: OAuthApps = field(init=False)
+    keeper: TokenKeeper | None = None
+
+    def __post_init__(self) -> None:
+        self.oauth_apps = OAuthApps(self.settings.environ or {})
 
     async def start(self) -> None:
-        """Create what needs the running loop: the session used to probe services' health."""
+        """Create what needs the running loop: the session used to probe services' health and to talk to OAuth
+        providers, and the background job keeping refresh tokens alive."""
         self.session = make_session(5.0)
+        self.keeper = TokenKeeper(self.db, self.cipher, self.oauth_apps, self.upstream_session, self.keeper_settings)
+        self.keeper.start()
+
+    def upstream_session(self) -> aiohttp.ClientSession:
+        assert self.session is not None, "the runtime has not started"
+        return self.session
 
     async def stop(self) -> None:
+        if self.keeper is not None:
+            await self.keeper.stop()
+            self.keeper = None
         self.metrics.close()
         await self.db.close()
         if self.session is not None:
@@ -163,10 +185,11 @@ class ApiHandler(BaseHandler):
 
     def instance_view(self, row: dict[str, Any]) -> dict[str, Any]:
         view = {k: row[k] for k in ("service", "user", "status", "expires_at", "created_at", "updated_at",
-                                    "last_used_at")}
+                                    "last_used_at", "account", "scopes", "token_expires_at")}
         if row["status"] == "active" and row["expires_at"] is not None and row["expires_at"] <= datetime.now(
                 UTC):
             view["status"] = "expired"
+        view["tools"] = row["tool_policy"]  # the stored policy; null: every tool of the service
         return {"instance_id": str(row["id"]), **view,
                 "urls": self.runtime.instance_urls(row["service"], row["port"], row["id"])}
 
@@ -218,7 +241,7 @@ class InstancesHandler(ApiHandler):
 
     async def post(self) -> None:
         body = self.json_body()
-        reject_unknown(body, {"service", "user", "credentials", "expires_at"})
+        reject_unknown(body, {"service", "user", "credentials", "expires_at", "tools"})
         for name in ("service", "user", "credentials"):
             if name not in body:
                 raise BadRequest(f"'{name}' is required", field=name, code="missing_field")
@@ -235,10 +258,13 @@ class InstancesHandler(ApiHandler):
                 raise BadRequest(f"unknown service {service!r}; available: {names}", field="service",
                                  code="unknown_service")
             creds = check_credentials(service, accepted_auth_types(entry), body["credentials"])
+            policy = (parse_tool_policy(body["tools"], service, await store.service_tools(conn, service))
+                      if body.get("tools") is not None else None)
             sealed = self.runtime.cipher.encrypt(instance_id, creds)
             async with conn.transaction():
                 user_id = await store.upsert_user(conn, email)
-                await store.insert_instance(conn, instance_id, user_id, service, expires_at, sealed)
+                await store.insert_instance(conn, instance_id, user_id, service, expires_at, sealed,
+                                            tool_policy=policy)
             row = await store.get_instance(conn, instance_id)
         assert row is not None
         self.set_header("Location", f"/api/instances/{instance_id}")
@@ -257,9 +283,9 @@ class InstanceResourceHandler(ApiHandler):
     async def patch(self, instance: str) -> None:
         instance_id = self.instance_id(instance)
         body = self.json_body()
-        reject_unknown(body, {"status", "credentials", "expires_at"})
+        reject_unknown(body, {"status", "credentials", "expires_at", "tools"})
         if not body:
-            raise BadRequest("nothing to change: send status, credentials or expires_at", code="empty_body")
+            raise BadRequest("nothing to change: send status, credentials, expires_at or tools", code="empty_body")
         changes: dict[str, Any] = {}
         if "status" in body:
             if body["status"] not in STATUSES:
@@ -269,12 +295,21 @@ class InstanceResourceHandler(ApiHandler):
             changes["expires_at"] = parse_expiry(body["expires_at"])
         async with self.runtime.db.connection() as conn:
             row = await self.existing_instance(conn, instance_id)
+            if changes.get("status") == "active" and row["status"] in UNCONNECTED and "credentials" not in body:
+                raise Conflict(f"this instance has no connected account (status {row['status']}): connect it with "
+                               "POST /api/connect and this instance_id, or send credentials",
+                               code="instance_not_connected", field="status")
             if "credentials" in body:
                 entry = await store.catalog_entry(conn, row["service"])
                 assert entry is not None
                 creds = check_credentials(row["service"], accepted_auth_types(entry),
                                           body["credentials"])
                 changes["credentials_enc"] = self.runtime.cipher.encrypt(instance_id, creds)
+                # Pasted credentials are static: nothing to refresh, in a service or in the background.
+                changes["token_expires_at"] = changes["refresh_expires_at"] = None
+            if "tools" in body:
+                changes["tool_policy"] = parse_tool_policy(body["tools"], row["service"],
+                                                           await store.service_tools(conn, row["service"]))
             if not await store.update_instance(conn, instance_id, changes):
                 raise NotFound("no instance with this id", code="instance_not_found")
             row = await store.get_instance(conn, instance_id)
@@ -339,7 +374,7 @@ class UsageHandler(ApiHandler):
             return None if v is None else round(float(v), 2)
 
         self.write_json({
-            "instance_id": str(instance_id), "service": row["service"],
+            "instance_id": str(instance_id), "service": row["service"], "status": self.instance_view(row)["status"],
             "calls": t["calls"], "errors": t["errors"],
             "latency_ms": {"avg": ms(t["avg_ms"]), "p50": ms(t["p50_ms"]), "p95": ms(t["p95_ms"]),
                            "max": ms(t["max_ms"])},

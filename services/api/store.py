@@ -7,10 +7,12 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 _INSTANCE_COLUMNS = """
     i.id, i.service_name AS service, u.email AS user, i.status, i.expires_at,
-    i.created_at, i.updated_at, i.last_used_at
+    i.created_at, i.updated_at, i.last_used_at, i.tool_policy,
+    i.account, i.scopes, i.token_expires_at
 """
 
 
@@ -27,6 +29,17 @@ async def catalog_entry(conn: psycopg.AsyncConnection, name: str) -> dict[str, A
     return await cur.fetchone()
 
 
+async def service_tools(conn: psycopg.AsyncConnection, name: str) -> list[dict[str, Any]]:
+    """The service's tools as the catalog lists them: ``[{"name", "read_only"}]``."""
+    cur = await conn.execute("SELECT tools FROM mcp_table WHERE name = %s", (name,))
+    row = await cur.fetchone()
+    return list(row["tools"]) if row is not None else []
+
+
+def _policy(tool_policy: dict[str, Any] | None) -> Jsonb | None:
+    return None if tool_policy is None else Jsonb(tool_policy)  # SQL NULL, not the JSON null, for "every tool"
+
+
 async def upsert_user(conn: psycopg.AsyncConnection, email: str) -> int:
     cur = await conn.execute(
         "INSERT INTO users (email) VALUES (%s) ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email "
@@ -37,10 +50,29 @@ async def upsert_user(conn: psycopg.AsyncConnection, email: str) -> int:
 
 
 async def insert_instance(conn: psycopg.AsyncConnection, instance_id: uuid.UUID, user_id: int, service: str,
-                          expires_at: datetime | None, credentials_enc: str) -> None:
+                          expires_at: datetime | None, credentials_enc: str,
+                          tool_policy: dict[str, Any] | None = None) -> None:
     await conn.execute(
-        "INSERT INTO service_instances (id, user_id, service_name, expires_at, credentials_enc) "
-        "VALUES (%s, %s, %s, %s, %s)", (instance_id, user_id, service, expires_at, credentials_enc))
+        "INSERT INTO service_instances (id, user_id, service_name, expires_at, credentials_enc, tool_policy) "
+        "VALUES (%s, %s, %s, %s, %s, %s)",
+        (instance_id, user_id, service, expires_at, credentials_enc, _policy(tool_policy)))
+
+
+async def insert_pending_instance(conn: psycopg.AsyncConnection, instance_id: uuid.UUID, user_id: int, service: str,
+                                  credentials_enc: str) -> None:
+    """An instance waiting for its account to be connected (POST /api/connect); its credentials are empty."""
+    await conn.execute(
+        "INSERT INTO service_instances (id, user_id, service_name, status, credentials_enc) "
+        "VALUES (%s, %s, %s, 'pending', %s)", (instance_id, user_id, service, credentials_enc))
+
+
+async def refresh_due(conn: psycopg.AsyncConnection, window_s: float, limit: int) -> list[dict[str, Any]]:
+    """Active instances whose refresh token expires within ``window_s`` seconds, soonest first."""
+    cur = await conn.execute(
+        "SELECT id, service_name AS service, credentials_enc FROM service_instances "
+        "WHERE status = 'active' AND refresh_expires_at < now() + make_interval(secs => %s) "
+        "ORDER BY refresh_expires_at LIMIT %s", (window_s, limit))
+    return await cur.fetchall()
 
 
 async def get_instance(conn: psycopg.AsyncConnection, instance_id: uuid.UUID) -> dict[str, Any] | None:
@@ -51,13 +83,13 @@ async def get_instance(conn: psycopg.AsyncConnection, instance_id: uuid.UUID) ->
 
 
 async def update_instance(conn: psycopg.AsyncConnection, instance_id: uuid.UUID, changes: dict[str, Any]) -> bool:
-    """Apply column changes (status, expires_at, credentials_enc); False if there is no such instance."""
-    allowed = {"status", "expires_at", "credentials_enc"}
+    """Apply column changes (status, expires_at, credentials_enc, tool_policy); False if there is no such instance."""
+    allowed = {"status", "expires_at", "credentials_enc", "tool_policy", "token_expires_at", "refresh_expires_at"}
     cols = [c for c in changes if c in allowed]
     assignments = ", ".join(f"{c} = %s" for c in cols)
     cur = await conn.execute(
         f"UPDATE service_instances SET {assignments}, updated_at = now() WHERE id = %s",
-        (*[changes[c] for c in cols], instance_id))
+        (*[_policy(changes[c]) if c == "tool_policy" else changes[c] for c in cols], instance_id))
     return cur.rowcount == 1
 
 

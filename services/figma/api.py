@@ -8,6 +8,8 @@ from mcp.errors import UpstreamError
 from mcp.server.upstream import UpstreamHTTP, UpstreamResponse, parse_retry_after
 
 UPSTREAM = "figma"
+# Figma's "err" when it refuses the token itself (a 403, unlike other APIs' 401).
+_TOKEN_REFUSALS = frozenset({"invalid token", "token expired", "expired token"})
 
 
 def auth_headers(credentials: dict[str, str]) -> dict[str, str]:
@@ -33,6 +35,10 @@ def error_from(resp: UpstreamResponse) -> UpstreamError:
                              details={"rate_limit_type": limit_type})
     if status == 401:
         msg, code = "Figma rejected the token (401); replace this instance's credentials", "unauthorized"
+    elif status == 403 and said.strip().lower() in _TOKEN_REFUSALS:
+        # How Figma answers an expired, revoked or unknown token: the token itself is refused, whatever the file.
+        msg = "Figma rejected the token (403): it is invalid, expired or revoked; replace this instance's credentials"
+        code = "unauthorized"
     elif status == 403:
         msg = ("Figma refused access (403): the token is invalid, expired or lacks the scope for this file; "
                "check the token and the file's sharing")
