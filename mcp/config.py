@@ -62,6 +62,13 @@ def _trusted_proxies(env: Mapping[str, str]) -> TrustedProxies:
         raise ConfigError(f"TRUSTED_PROXIES: {e}") from None
 
 
+def _rate_limit_scope(env: Mapping[str, str]) -> str:
+    scope = (env.get("RATE_LIMIT_SCOPE") or "global").strip().lower()
+    if scope not in ("global", "process"):
+        raise ConfigError(f"RATE_LIMIT_SCOPE must be global or process, got {scope!r}")
+    return scope
+
+
 def _allow_list(env: Mapping[str, str], name: str, defaults: tuple[str, ...], public: str | None,
                 parse: Callable[[str], str]) -> tuple[str, ...]:
     """A comma-separated allow-list (or the defaults when unset), plus PUBLIC_URL's own entry."""
@@ -110,6 +117,9 @@ class Settings:
     max_body_bytes: int = 1 << 20
     rate_limit_per_minute: float = 600.0
     rate_limit_burst: float = 60.0
+    # "global": one bucket per instance in PostgreSQL, shared by every process and host (mcp/tenancy/rate_limit.py);
+    # "process": each process keeps its own, so N processes allow N times the rate.
+    rate_limit_scope: str = "global"
     upstream_concurrency: int = 8
     unknown_id_limit_per_minute: float = 60.0
     log_level: str = "INFO"
@@ -190,6 +200,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 1 << 20),
         rate_limit_per_minute=_float(env, "RATE_LIMIT_PER_MINUTE", 600.0),
         rate_limit_burst=_float(env, "RATE_LIMIT_BURST", 60.0),
+        rate_limit_scope=_rate_limit_scope(env),
         upstream_concurrency=_int(env, "UPSTREAM_CONCURRENCY_PER_INSTANCE", 8),
         unknown_id_limit_per_minute=_float(env, "UNKNOWN_ID_LIMIT_PER_MINUTE", 60.0),
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),

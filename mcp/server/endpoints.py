@@ -206,7 +206,8 @@ class InstanceHandler(ServiceHandler):
             raise
         if instance is None:
             return self._resolve(segment)
-        self._admit(instance)
+        if (admitting := self._admit(instance)) is not None:
+            return admitting
         # Static credentials have no token expiry: this one test is all they cost.
         if instance.token_expires_at is not None and self._token_due():
             return self._refresh_token()
@@ -218,15 +219,28 @@ class InstanceHandler(ServiceHandler):
         except NotFound:
             self.runtime.probe_limiter.acquire(client_address(self.request, self.runtime.settings.trusted_proxies))
             raise
-        self._admit(instance)
+        if (admitting := self._admit(instance)) is not None:
+            return await admitting
         if instance.token_expires_at is not None and self._token_due():
             await self._refresh_token()
 
-    def _admit(self, instance: Instance) -> None:
+    def _admit(self, instance: Instance) -> Awaitable[None] | None:
+        """None when the call may go ahead now (the usual case), or raises 429. When this process holds no
+        rate tokens for the instance, the rest of prepare to await: the shared limit's answer, then the rest."""
         self.instance = instance
         wait = self.runtime.rate_limiter.acquire(instance.key)
+        if not wait:
+            return None
+        if wait.__class__ is int:
+            raise TooManyRequests(f"this instance is over its request rate; retry in {wait} s", retry_after=wait)
+        return self._admit_later(wait)  # type: ignore[arg-type]
+
+    async def _admit_later(self, admission: Awaitable[int]) -> None:
+        wait = await admission
         if wait:
             raise TooManyRequests(f"this instance is over its request rate; retry in {wait} s", retry_after=wait)
+        if self.instance.token_expires_at is not None and self._token_due():
+            await self._refresh_token()
 
     def _token_due(self) -> bool:
         tokens = self.runtime.tokens

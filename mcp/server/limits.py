@@ -1,7 +1,13 @@
-"""Abuse bounds per instance and per client: request rate, upstream concurrency, unknown-id probing.
+"""Abuse bounds kept in one process's memory: token buckets and the upstream concurrency cap.
 
 All state is per process and bounded: idle entries are dropped, so a flood of distinct keys cannot
-grow memory without limit. With N copies of a service behind nginx each enforces its own share.
+grow memory without limit. The per-instance request rate is global (mcp/tenancy/rate_limit.py, one
+bucket per instance in PostgreSQL); ``RateLimiter`` here is its fallback while the database cannot be
+reached, the whole limit with RATE_LIMIT_SCOPE=process, and the unknown-id budget per client address,
+which protects this process's own database pool and stays per process on purpose (a client's budget
+is then N times as large with N processes: still a bound, and no shared write per guessed id). The
+concurrency cap is per process too: it keeps one instance from taking this process's upstream
+connections; the upstream account is protected by the global rate limit.
 """
 
 from __future__ import annotations

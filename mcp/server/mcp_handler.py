@@ -92,13 +92,21 @@ class McpHandler(InstanceHandler):
         rt, instance, deadline = self.runtime, self.instance, self.deadline()
         calls = 0
 
+        async def when_admitted(admission: Awaitable[int], tool: Tool, arguments: Any) -> dict[str, Any]:
+            wait = await admission  # this process had no tokens left: the shared limit's answer
+            if wait:
+                raise RateLimited(wait)
+            return await call_tool(rt, instance, tool, arguments, deadline)
+
         def invoke(tool: Tool, arguments: Any) -> Awaitable[dict[str, Any]]:
             nonlocal calls
             calls += 1
             if calls > 1:
                 wait = rt.rate_limiter.acquire(instance.key)
                 if wait:
-                    raise RateLimited(wait)
+                    if wait.__class__ is int:
+                        raise RateLimited(wait)  # type: ignore[arg-type]
+                    return when_admitted(wait, tool, arguments)  # type: ignore[arg-type]
             return call_tool(rt, instance, tool, arguments, deadline)
 
         return invoke

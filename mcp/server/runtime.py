@@ -23,6 +23,8 @@ from mcp.service import Service
 from mcp.tenancy.database import Database
 from mcp.tenancy.instances import Instance, InstanceResolver
 from mcp.tenancy.invalidation import InvalidationListener
+from mcp.tenancy.rate_buckets import RateBuckets
+from mcp.tenancy.rate_limit import SharedRateLimiter
 from mcp.tenancy.usage import UsageRecorder
 
 
@@ -39,7 +41,7 @@ class ServiceRuntime:
     registry: ToolRegistry
     upstream_url: str
     metrics: Metrics
-    rate_limiter: RateLimiter
+    rate_limiter: SharedRateLimiter
     probe_limiter: RateLimiter
     upstream_slots: ConcurrencyLimiter
     inflight: InFlight = field(default_factory=InFlight)
@@ -71,7 +73,10 @@ class ServiceRuntime:
             resolver=InstanceResolver(db, settings.cipher(), service.name, settings.instance_cache_ttl_s),
             usage=usage,
             metrics=metrics,
-            rate_limiter=RateLimiter(settings.rate_limit_per_minute / 60.0, settings.rate_limit_burst),
+            rate_limiter=SharedRateLimiter(
+                RateBuckets(db, settings.rate_limit_per_minute / 60.0, settings.rate_limit_burst),
+                RateLimiter(settings.rate_limit_per_minute / 60.0, settings.rate_limit_burst),
+                shared=settings.rate_limit_scope == "global", timeout_s=settings.db_timeout_s),
             probe_limiter=RateLimiter(settings.unknown_id_limit_per_minute / 60.0,
                                       max(1.0, settings.unknown_id_limit_per_minute / 2)),
             upstream_slots=ConcurrencyLimiter(settings.upstream_concurrency),
@@ -109,6 +114,7 @@ class ServiceRuntime:
         if self.listener is None:
             self.listener = InvalidationListener(lambda: self.db.conninfo, self.resolver)
             self.listener.start()
+            self.rate_limiter.start()
         self.usage.start()
 
     async def stop(self) -> None:
@@ -118,6 +124,7 @@ class ServiceRuntime:
             await self.tokens.close()  # refreshes in flight store their new tokens before the pool closes
         await self.resolver.close()
         await self.usage.close()
+        await self.rate_limiter.close()  # unspent leased tokens go back to the shared buckets
         await self.db.close()
         if self.session is not None:
             await self.session.close()
