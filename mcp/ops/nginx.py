@@ -4,7 +4,13 @@
 and prints an http-context file for ``/etc/nginx/conf.d/``:
 
 - ``/<service>/...`` goes to ``127.0.0.1:<port>/...`` with the prefix stripped, through an ``upstream``
-  block per service, so more copies of a service can later be added as further ``server`` lines;
+  block per service;
+- with ``--formation`` (repeated), every upstream, the main API's included, lists the process on every
+  formation (a copy of the whole Procfile on one host, sharing the database): ``--formation 10.0.0.2``
+  for a host with the usual ports, ``--formation 127.0.0.1:api=5100,figma=49380`` for one whose ports
+  differ (two formations on one machine). nginx passes a request to the next formation only when the
+  first failed before answering (``proxy_next_upstream error timeout``), and never a POST or PATCH that
+  was sent (no ``non_idempotent``): it may already have called the upstream API;
 - ``/api/...``, ``/oauth/...`` (the end of an OAuth connection: the provider sends the user's browser to
   ``PUBLIC_URL/oauth/<service>/callback``) and ``= /health`` go to the main API unchanged;
 - every proxying location sends the same whole header set (``_proxy``): a location's own
@@ -20,13 +26,14 @@ operator set it), because the services believe nginx's X-Real-IP only from a tru
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
 import sys
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcp.config import ConfigError, Settings, load_settings
@@ -39,6 +46,8 @@ DEFAULT_ACCESS_LOG = "/var/log/nginx/mcp-platform.access.log"
 DEFAULT_ERROR_LOG = "/var/log/nginx/mcp-platform.error.log"
 # nginx connects to every upstream from here, so this is the peer the services see.
 PROXY_ADDRESS = "127.0.0.1"
+# Where the formation runs when no --formation is given: on nginx's machine.
+LOCAL_HOST = "127.0.0.1"
 _EMPTY = '""'  # as a proxy_set_header value: the header is not sent, even if the client sent it
 # Pieces of $scrubbed_uri's patterns (nginx's PCRE). An instance id, in any spelling the services
 # accept once they have %-decoded it, either holds a '%' or 8 hex digits in a row (hyphens aside).
@@ -49,6 +58,8 @@ _QUERY = "(?:[?].*)?$"  # dropped: a query string may carry tokens
 # Catalog names are checked by migrations; checked again because they become nginx tokens and paths.
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 _RESERVED = {"api", "health", "oauth"}
+# A formation's host: a DNS name, an IPv4 address or a bracketed IPv6 one (it becomes an nginx token).
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\])$")
 
 
 class CatalogError(RuntimeError):
@@ -57,10 +68,11 @@ class CatalogError(RuntimeError):
 
 @dataclass(frozen=True)
 class Route:
-    """One service: requests under ``/<name>/`` go to ``127.0.0.1:<port>/``."""
+    """One service: requests under ``/<name>/`` go to ``127.0.0.1:<port>/``, or to each of ``servers``."""
 
     name: str
     port: int
+    servers: tuple[str, ...] = ()  # host:port of the service on every formation; empty: 127.0.0.1:<port>
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name) or self.name in _RESERVED:
@@ -72,6 +84,71 @@ class Route:
     def upstream(self) -> str:
         return f"mcp_{self.name.replace('-', '_')}"
 
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return self.servers or (f"{LOCAL_HOST}:{self.port}",)
+
+
+@dataclass(frozen=True)
+class FormationSpec:
+    """One formation (the whole Procfile on one host): where it runs, and its ports that differ from the defaults.
+
+    ``ports`` maps a catalog service name, or ``api`` for the main API, to the port it runs on there.
+    """
+
+    host: str
+    ports: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> FormationSpec:
+        """``HOST[:NAME=PORT,...]``: ``10.0.0.2``, ``[fd00::2]``, ``127.0.0.1:api=5100,figma=49380``."""
+        host, sep, rest = text.partition("]:") if text.startswith("[") else text.partition(":")
+        host = host + "]" if sep == "]:" else host
+        if not _HOST.match(host):
+            raise ValueError(f"--formation {text!r}: {host!r} is not a host name or address "
+                             "(write an IPv6 address in brackets: [fd00::2])")
+        ports: dict[str, int] = {}
+        for item in filter(None, rest.split(",")) if sep else ():
+            name, eq, value = item.partition("=")
+            name = name.strip()
+            if not eq or not _NAME.match(name) or not value.strip().isdigit() or not 0 < int(value) < 65536:
+                raise ValueError(f"--formation {text!r}: {item!r} is not NAME=PORT (e.g. figma=49380, api=5100)")
+            if name in ports:
+                raise ValueError(f"--formation {text!r}: {name} is given twice")
+            ports[name] = int(value)
+        if sep and not ports:
+            raise ValueError(f"--formation {text!r}: nothing after ':' (expected NAME=PORT,...)")
+        return cls(host, ports)
+
+
+def place(routes: Sequence[Route], api_port: int, formations: Sequence[FormationSpec],
+          ) -> tuple[tuple[str, ...], list[Route]]:
+    """The main API's servers and every route's servers, one per formation.
+
+    A port a formation does not name is the default: the catalog's (or ``<NAME>_PORT``), ``api_port`` for the
+    API. Every upstream lists every formation, the API's too: the API keeps nothing in memory that another
+    copy lacks (OAuth states, instances and usage are in the database), so any copy can answer, and an
+    operator's calls and the OAuth callbacks keep working while one host is down.
+    """
+    if not formations:
+        return (f"{LOCAL_HOST}:{api_port}",), list(routes)
+    known = {r.name for r in routes} | {"api"}
+    for f in formations:
+        unknown = sorted(set(f.ports) - known)
+        if unknown:
+            raise CatalogError(f"--formation {f.host}: no active service called {', '.join(unknown)} "
+                               f"(known: {', '.join(sorted(known))})")
+
+    def servers(name: str, default: int) -> tuple[str, ...]:
+        found = tuple(f"{f.host}:{f.ports.get(name, default)}" for f in formations)
+        twice = sorted({s for s in found if found.count(s) > 1})
+        if twice:
+            raise CatalogError(f"{name}: {', '.join(twice)} is listed by two formations; formations on one "
+                               "host need their own ports (e.g. --formation 127.0.0.1:api=5100,figma=49380)")
+        return found
+
+    return servers("api", api_port), [Route(r.name, r.port, servers(r.name, r.port)) for r in routes]
+
 
 @dataclass(frozen=True)
 class NginxOptions:
@@ -80,6 +157,7 @@ class NginxOptions:
     listen: str = "80"
     server_name: str = "_"
     api_port: int = API_PORT
+    api_servers: tuple[str, ...] = ()  # host:port of the main API on every formation; empty: 127.0.0.1:api_port
     access_log: str = DEFAULT_ACCESS_LOG
     error_log: str = DEFAULT_ERROR_LOG
     client_max_body_size: str = "1m"
@@ -134,9 +212,18 @@ def _scrub_map(services: Sequence[str]) -> list[str]:
     ]
 
 
-def _upstream(name: str, port: int) -> list[str]:
-    """An upstream of one server; more copies of the process become more ``server`` lines."""
-    return ["", f"upstream {name} {{", f"    server 127.0.0.1:{port};", "    keepalive 16;", "}"]
+def _upstream(name: str, servers: Sequence[str]) -> list[str]:
+    """An upstream with the process on every formation; round robin among those that answer.
+
+    A server that refuses a connection (its host or process is down) gets no request for ``fail_timeout``,
+    then one to see whether it is back. nginx keeps idle connections per worker process for the whole
+    upstream, so the pool grows with the number of servers.
+    """
+    if len(servers) == 1:
+        return ["", f"upstream {name} {{", f"    server {servers[0]};", "    keepalive 16;", "}"]
+    return ["", f"upstream {name} {{",
+            *(f"    server {server} max_fails=1 fail_timeout=10s;" for server in servers),
+            f"    keepalive {16 * len(servers)};", "}"]
 
 
 def _proxy(upstream: str, prefix: str = "") -> list[str]:
@@ -165,7 +252,7 @@ def _location(route: Route) -> list[str]:
     """The location that proxies ``/<name>/...`` to the service with the prefix stripped."""
     return [
         "",
-        f"    # /{route.name}/<id>/mcp -> 127.0.0.1:{route.port}/<id>/mcp (the trailing / strips the prefix)",
+        f"    # /{route.name}/<id>/mcp -> {route.addresses[0]}/<id>/mcp (the trailing / strips the prefix)",
         f"    location /{route.name}/ {{",
         *_proxy(f"{route.upstream}/", prefix=f"/{route.name}"),
         "    }",
@@ -191,6 +278,7 @@ def render(routes: Sequence[Route], options: NginxOptions) -> str:
         "",
         "# The services believe X-Real-IP / X-Forwarded-For only from the proxies in TRUSTED_PROXIES: it must",
         f"# include {PROXY_ADDRESS} (scripts/nginx-conf --output adds it to .env); restart them after changing it.",
+        "# Formations on other hosts see nginx's own address instead: their TRUSTED_PROXIES must hold that one.",
         "",
         "# Instance ids are bearer capabilities: the path is logged with them replaced, without the query string.",
         *_scrub_map(names),
@@ -198,10 +286,10 @@ def render(routes: Sequence[Route], options: NginxOptions) -> str:
         "log_format mcp_scrubbed '$remote_addr [$time_local] \"$request_method $scrubbed_uri $server_protocol\" '",
         "                        '$status $body_bytes_sent $request_time \"$http_user_agent\" '",
         "                        'upstream=$upstream_addr $upstream_status $upstream_response_time';",
-        *_upstream("mcp_api", o.api_port),
+        *_upstream("mcp_api", o.api_servers or (f"{LOCAL_HOST}:{o.api_port}",)),
     ]
     for route in routes:
-        lines += _upstream(route.upstream, route.port)
+        lines += _upstream(route.upstream, route.addresses)
     lines += [
         "",
         "server {",
@@ -222,6 +310,10 @@ def render(routes: Sequence[Route], options: NginxOptions) -> str:
         f"    proxy_send_timeout {o.read_timeout_s}s;",
         "    # Long enough for a slow upstream API and for a quiet event stream between messages.",
         f"    proxy_read_timeout {o.read_timeout_s}s;",
+        "    # The next server (another formation) gets a request only when this one failed before answering",
+        "    # (refused, reset or timed out). A POST or PATCH that was sent is never sent again, even if its",
+        "    # answer never came (no `non_idempotent` here): it may already have called the upstream API.",
+        "    proxy_next_upstream error timeout;",
         "",
         "    # Bodies over the limit get the same JSON 413 the services answer, not nginx's HTML page.",
         "    error_page 413 @payload_too_large;",
@@ -267,6 +359,13 @@ def read_catalog(conninfo: str) -> list[Route]:
     except psycopg.Error as e:
         raise CatalogError(f"cannot read the catalog: {str(e).strip() or type(e).__name__}") from None
     return [Route(name, port) for name, port in rows]
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _trusts_nginx(value: str) -> bool:
@@ -327,7 +426,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--error-log", default=DEFAULT_ERROR_LOG,
                         help=f"default {DEFAULT_ERROR_LOG} (critical conditions only: error lines quote instance ids)")
     parser.add_argument("--api-port", type=int, help=f"the main API's port (default API_PORT, else {API_PORT})")
+    parser.add_argument("--formation", action="append", type=_formation, default=[], metavar="HOST[:NAME=PORT,...]",
+                        help="a formation (the whole Procfile, on one host, sharing the database) to send requests "
+                             "to; repeat it for each. HOST alone uses the usual ports (the catalog's or <NAME>_PORT, "
+                             "API_PORT); NAME=PORT gives the ones that differ there, NAME being a service or api: "
+                             "--formation 10.0.0.2 --formation 10.0.0.3, or on one machine --formation 127.0.0.1 "
+                             "--formation 127.0.0.1:api=5100,figma=49380,github=49381,slack=49382. "
+                             "Default: one formation on 127.0.0.1")
     return parser
+
+
+def _formation(text: str) -> FormationSpec:
+    try:
+        return FormationSpec.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
@@ -336,19 +449,22 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
     try:
         settings = load_settings(environ)
         environ = settings.environ or {}
-        options = NginxOptions(
-            listen=args.listen,
-            server_name=args.server_name or server_name_from(settings.public_url),
-            api_port=args.api_port or api_port(environ),
-            access_log=args.access_log,
-            error_log=args.error_log,
-            client_max_body_size=size_directive(settings.max_body_bytes),
-        )
         conninfo = resolve_database_url(settings.database_url, settings.embedded_url_file)
         if conninfo is None:
             raise CatalogError("no database: set DATABASE_URL or start the embedded one (scripts/start-all-services)")
         # Each service where it listens: its <NAME>_PORT override, else the catalog's (SERVICE_CONFIG) port.
         routes = [Route(r.name, service_port(r.name, r.port, environ)) for r in read_catalog(conninfo)]
+        default_api_port = args.api_port or api_port(environ)
+        api_servers, routes = place(routes, default_api_port, args.formation)
+        options = NginxOptions(
+            listen=args.listen,
+            server_name=args.server_name or server_name_from(settings.public_url),
+            api_port=default_api_port,
+            api_servers=api_servers,
+            access_log=args.access_log,
+            error_log=args.error_log,
+            client_max_body_size=size_directive(settings.max_body_bytes),
+        )
         text = render(routes, options)
     except (CatalogError, ConfigError, ValueError) as e:
         print(f"scripts/nginx-conf: error: {e}", file=sys.stderr)
@@ -362,6 +478,10 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
         os.replace(tmp, args.output)
         print(f"wrote {args.output}; check and load it with: nginx -t && nginx -s reload", file=sys.stderr)
         said = ensure_trusted_proxy(settings.project_root / ".env", settings.environ or {})
+    remote = sorted({f.host for f in args.formation if not _loopback(f.host)})
+    if remote:
+        said.append(f"note: on {', '.join(remote)}, set TRUSTED_PROXIES to the address nginx connects from and "
+                    "BIND_HOST to an address nginx can reach (the services listen on 127.0.0.1 by default)")
     for line in said:
         print(line, file=sys.stderr)
     return 0
