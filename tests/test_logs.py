@@ -6,6 +6,7 @@ import os
 import pty
 import queue
 import select
+import signal
 import subprocess
 import threading
 import time
@@ -206,8 +207,10 @@ def test_follow_reads_across_rotations_without_losing_or_repeating_a_line(root):
 
 def test_follow_starts_at_the_end_and_is_stopped_by_ctrl_c(root):
     write(root, "main-api", "out", (0, "old line"))
+    # SIGINT as at a terminal: a suite started in the background of a non-interactive shell passes it on ignored.
     proc = subprocess.Popen([SCRIPT, "main-api", "-f", "-n", "0"], env=script_env(root), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     out = Lines(proc)
     # Nothing printed yet, so wait until the follower has its starting offset (the file is open).
     target = str((root / "logs" / "main-api-out.log").resolve())

@@ -7,6 +7,7 @@ import fcntl
 import os
 import pty
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -184,6 +185,8 @@ class Terminal:
 def _take_terminal():
     # The child leads a new session; make stdin (the pty) its controlling terminal, so Ctrl-C there is SIGINT.
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    # As at a terminal: a suite started in the background of a non-interactive shell passes SIGINT on ignored.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 # A terminal whose locale is plain ASCII (ssh without LANG) gets ASCII borders instead of unprintable ones.
