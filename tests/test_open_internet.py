@@ -131,6 +131,17 @@ def test_a_call_past_the_request_deadline_is_abandoned(limited, admin, figma):
     assert usage["calls"] == usage["errors"] == 2
 
 
+def test_an_upstream_that_does_not_answer_is_cut_at_the_upstream_timeout(limited, admin, figma):
+    service = limited(REQUEST_TIMEOUT="60", UPSTREAM_TIMEOUT="1")  # the request deadline is far away
+    iid = admin.create_instance()["instance_id"]
+    figma.delay = 30
+    started = time.monotonic()
+    rest = http("POST", f"{service.url}/{iid}/mcp/call", {"name": "get_me"}, timeout=60)
+    assert rest.status == 200 and rest.json["isError"] is True
+    assert rest.json["structuredContent"]["code"] == "timeout"
+    assert time.monotonic() - started < 20  # cut at about a second, not when the upstream finally answers
+
+
 @pytest.mark.parametrize("status", [401, 403, 500])
 def test_a_token_quoted_by_the_upstream_is_redacted_on_the_direct_endpoint(admin, figma_service, figma, status):
     iid = admin.create_instance(credentials={"api_key": TOKEN})["instance_id"]

@@ -83,7 +83,8 @@ def parse_json(raw: bytes) -> Any:
         raise JsonInputError("a number in it has too many digits") from None
     except RecursionError:
         raise JsonInputError("it is nested too deeply") from None
-    surrogates = _SURROGATE_ESCAPE.search(text) is not None
+    # A plain substring test first: most bodies hold no escape at all, and the search walks the whole body.
+    surrogates = "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None
     if not surrogates and text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
         return value  # the usual body: no nesting can reach the limit, nothing to search for
     refusal = _refusal(value, surrogates=surrogates)

@@ -124,8 +124,12 @@ def _body_version(payload: Any) -> Any:
     return None
 
 
-async def handle_post(server: McpServer, headers: Headers, raw: bytes) -> Reply:
-    """Answer one POST to the MCP endpoint. ``headers``: lower-case names to every value sent."""
+def handle_post(server: McpServer, headers: Headers, raw: bytes) -> Reply | Awaitable[Reply]:
+    """Answer one POST to the MCP endpoint. ``headers``: lower-case names to every value sent.
+
+    The Reply itself when nothing waits (every method but a tool call, every refusal), else the one
+    awaitable that gives it: each coroutine level between the handler and the tool costs every call.
+    """
     try:
         payload = decode(raw)
     except ParseError as e:
@@ -135,21 +139,21 @@ async def handle_post(server: McpServer, headers: Headers, raw: bytes) -> Reply:
         if version is not None and version not in SUPPORTED_VERSIONS:
             raise UnsupportedProtocolVersion(version, list(SUPPORTED_VERSIONS))
         if isinstance(payload, list):
-            return await _batch(server, version or HEADERLESS_VERSION, payload)
+            return _batch(server, version or HEADERLESS_VERSION, payload)
     except RpcError as e:
         # Nothing era-specific has happened yet; these errors are 400 in both eras.
         return Reply(e.status(modern=True), error_response(request_id(payload), e))
     declared = _body_version(payload)
     if version in MODERN_VERSIONS or (declared is not None and declared != version):
         # The second case can only end in HeaderMismatch: the body and the header disagree.
-        return await _modern(server, headers, payload)
-    return await _legacy(server, payload)
+        return _modern(server, headers, payload)
+    return _legacy(server, payload)
 
 
 # --- legacy era ------------------------------------------------------------------------------
 
 
-async def _legacy(server: McpServer, payload: Any) -> Reply:
+def _legacy(server: McpServer, payload: Any) -> Reply | Awaitable[Reply]:
     """One legacy message: requests are answered (errors in-band), the rest is accepted."""
     try:
         message = classify(payload)
@@ -159,17 +163,22 @@ async def _legacy(server: McpServer, payload: Any) -> Reply:
         return Reply(e.status(modern=True), error_response(request_id(payload), e))
     if not isinstance(message, Request):
         return Reply(202)  # notifications (initialized, cancelled, ...) and client responses
-    return await _answer(server, message, modern=False)
+    return _answer(server, message, modern=False)
 
 
-async def _batch(server: McpServer, version: str, items: list[Any]) -> Reply:
-    """A 2025-03-26 batch: one answer per request, in order; 202 if it held no request."""
+def _batch(server: McpServer, version: str, items: list[Any]) -> Awaitable[Reply]:
+    """A 2025-03-26 batch: one answer per request, in order; 202 if it held no request. Raises InvalidRequest
+    for a batch this version does not allow, or that is empty or too long."""
     if version not in BATCH_VERSIONS:
         raise InvalidRequest(f"MCP {version} does not allow JSON-RPC batches; send one message per POST")
     if not items:
         raise InvalidRequest("the batch is empty")
     if len(items) > MAX_BATCH:
         raise InvalidRequest(f"a batch may hold at most {MAX_BATCH} messages")
+    return _batch_answers(server, items)
+
+
+async def _batch_answers(server: McpServer, items: list[Any]) -> Reply:
     answers: list[dict[str, Any]] = []
     for item in items:
         try:
@@ -180,7 +189,10 @@ async def _batch(server: McpServer, version: str, items: list[Any]) -> Reply:
             answers.append(error_response(request_id(item), e))
             continue
         if isinstance(message, Request):
-            answers.append((await _answer(server, message, modern=False)).body)
+            reply = _answer(server, message, modern=False)
+            if not isinstance(reply, Reply):
+                reply = await reply
+            answers.append(reply.body)
     return Reply(200, answers) if answers else Reply(202)
 
 
@@ -199,7 +211,7 @@ def _initialize(server: McpServer, params: dict[str, Any]) -> dict[str, Any]:
 # --- modern era ------------------------------------------------------------------------------
 
 
-async def _modern(server: McpServer, headers: Headers, payload: Any) -> Reply:
+def _modern(server: McpServer, headers: Headers, payload: Any) -> Reply | Awaitable[Reply]:
     """One 2026-07-28 message: a request passing the envelope rules is answered; notifications get 202."""
     try:
         message = classify(payload)
@@ -210,7 +222,7 @@ async def _modern(server: McpServer, headers: Headers, payload: Any) -> Reply:
         _check_envelope(message, headers)
     except RpcError as e:
         return Reply(e.status(modern=True), error_response(request_id(payload), e))
-    return await _answer(server, message, modern=True)
+    return _answer(server, message, modern=True)
 
 
 def _decode_header_value(value: str, name: str) -> str:
@@ -274,21 +286,38 @@ def _discover() -> dict[str, Any]:
 # --- both eras -------------------------------------------------------------------------------
 
 
-async def _answer(server: McpServer, request: Request, *, modern: bool) -> Reply:
-    """Run one request; its errors become JSON-RPC error answers with the era's HTTP status."""
+def _answer(server: McpServer, request: Request, *, modern: bool) -> Reply | Awaitable[Reply]:
+    """Run one request; its errors become JSON-RPC error answers with the era's HTTP status. The Reply, or for
+    a tool call the awaitable that gives it."""
     try:
         result = _dispatch(server, request, modern=modern)
-        if not isinstance(result, dict):
-            result = await result  # tools/call: the only method that waits for anything
-    except RpcError as e:
-        return Reply(e.status(modern=modern), error_response(request.id, e))
-    except Exception:
-        log.exception("MCP method %s failed unexpectedly", request.method)
-        err = RpcError(f"{request.method} failed because of an internal error; it has been logged")
-        return Reply(err.status(modern=modern), error_response(request.id, err))
+    except Exception as e:
+        return _failed(request, e, modern)
+    if not isinstance(result, dict):
+        return _answer_call(server, request, result, modern)  # tools/call: the only method that waits
+    return _answered(server, request, result, modern)
+
+
+async def _answer_call(server: McpServer, request: Request, call: Awaitable[dict[str, Any]], modern: bool) -> Reply:
+    try:
+        result = await call
+    except Exception as e:
+        return _failed(request, e, modern)
+    return _answered(server, request, result, modern)
+
+
+def _answered(server: McpServer, request: Request, result: dict[str, Any], modern: bool) -> Reply:
     if modern:
         result = _modern_result(server, result)
     return Reply(200, result_response(request.id, result))
+
+
+def _failed(request: Request, error: Exception, modern: bool) -> Reply:
+    """A request's error as its JSON-RPC error answer; anything but an RpcError is logged and said to be internal."""
+    if not isinstance(error, RpcError):
+        log.error("MCP method %s failed unexpectedly", request.method, exc_info=error)
+        error = RpcError(f"{request.method} failed because of an internal error; it has been logged")
+    return Reply(error.status(modern=modern), error_response(request.id, error))
 
 
 def _dispatch(server: McpServer, request: Request, *,

@@ -18,8 +18,8 @@ What it adds to ``tornado.httpserver.HTTPServer``:
 - **Timeouts without a timer per request**: a connection still receiving a request body
   ``body_timeout_s`` after the body began, or waiting for a request head (idle keep-alive, slow
   headers) ``idle_timeout_s`` after it began to, is closed by a sweep that runs once a second
-  (Tornado's own ``body_timeout`` and ``idle_connection_timeout`` arm and cancel a timer on every
-  request).
+  (Tornado's own ``body_timeout``, ``idle_connection_timeout`` and head timeout arm and cancel a timer
+  on every request; the head timeout is switched off).
 - **Lingering close**: whenever the server closes a connection (its client may still be sending: an
   answer given before the body was read, a refusal), it stops writing, then reads and discards for a
   bounded time before closing, so the client receives the answer instead of a reset.
@@ -160,6 +160,15 @@ class _ClientStream(tornado.iostream.IOStream):
         self.head_since = time.monotonic()  # when it began to wait for the current request head
         self.body_since: float | None = None  # when the current request's body began to be read
         self.body_timed_out = False
+        self._nodelay = False
+
+    def set_nodelay(self, value: bool) -> None:
+        # Tornado turns Nagle's algorithm off to write each answer and back on after it: two setsockopt calls
+        # (and a socket-family enum conversion each) per request. Answers are written whole, so it is turned
+        # off once, for the connection's life.
+        if not self._nodelay:
+            self._nodelay = True
+            super().set_nodelay(True)
 
     def read_until_regex(self, regex: bytes, max_bytes: int | None = None) -> Any:  # type: ignore[override]
         # Tornado reads each request head with this call, and every body with the two below.
@@ -216,6 +225,9 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
     def initialize(self, *args: Any, max_connections: int = 0, body_timeout_s: float = 20.0,  # type: ignore[override]
                    idle_timeout_s: float = 60.0, **kw: Any) -> None:
         super().initialize(*args, **kw)
+        # Tornado waits for each request head under a timer of its own (idle_connection_timeout, else an hour),
+        # armed and cancelled per request; the sweep below bounds that wait with idle_timeout_s instead.
+        self.conn_params.header_timeout = None
         self.max_connections = max_connections or default_max_connections()
         self.body_timeout_s = body_timeout_s
         self.idle_timeout_s = idle_timeout_s

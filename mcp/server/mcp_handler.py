@@ -27,7 +27,7 @@ from mcp.errors import (
     client_error,
 )
 from mcp.protocol.media import accepts_json, is_json
-from mcp.protocol.methods import McpServer, handle_post
+from mcp.protocol.methods import McpServer, Reply, handle_post
 from mcp.protocol.tools import Tool
 from mcp.server.base import dumps
 from mcp.server.endpoints import InstanceHandler, call_tool
@@ -59,6 +59,8 @@ class McpHandler(InstanceHandler):
     """The MCP endpoint of one instance: JSON-RPC over POST, answered as one JSON object."""
 
     refreshes_token = False  # call_tool refreshes an expiring token: a failure is the call's isError result
+    _calls: int  # tool calls this POST has made (a batch makes several)
+    _deadline: float
 
     def check_browser_rules(self) -> None:
         """Host and Origin as on every instance endpoint, then what the MCP transport requires."""
@@ -78,7 +80,9 @@ class McpHandler(InstanceHandler):
         rt = self.runtime
         tools = rt.registry.allowing(self.instance.tool_policy)  # the registry itself unless a policy limits it
         server = McpServer(tools, self._invoker(), rt.server_info, rt.settings.mcp_page_size)
-        reply = await handle_post(server, _HeaderLists(self.request.headers), self.body_bytes())
+        reply = handle_post(server, _HeaderLists(self.request.headers), self.body_bytes())
+        if not isinstance(reply, Reply):  # a tool call to wait for; everything else is answered at once
+            reply = await reply
         self.set_status(reply.status)
         if reply.body is None:
             self.clear_header("Content-Type")
@@ -89,27 +93,25 @@ class McpHandler(InstanceHandler):
     def _invoker(self) -> Callable[[Tool, Any], Awaitable[dict[str, Any]]]:
         """Tool calls for this POST: the first is paid for by the request's own rate-limit token,
         each further one (a 2025-03-26 batch) pays its own, so a batch cannot multiply the rate."""
-        rt, instance, deadline = self.runtime, self.instance, self.deadline()
-        calls = 0
+        self._calls = 0
+        self._deadline = self.deadline()
+        return self._invoke
 
-        async def when_admitted(admission: Awaitable[int], tool: Tool, arguments: Any) -> dict[str, Any]:
-            wait = await admission  # this process had no tokens left: the shared limit's answer
+    def _invoke(self, tool: Tool, arguments: Any) -> Awaitable[dict[str, Any]]:
+        self._calls += 1
+        if self._calls > 1:
+            wait = self.runtime.rate_limiter.acquire(self.instance.key)
             if wait:
-                raise RateLimited(wait)
-            return await call_tool(rt, instance, tool, arguments, deadline)
+                if wait.__class__ is int:
+                    raise RateLimited(wait)  # type: ignore[arg-type]
+                return self._when_admitted(wait, tool, arguments)  # type: ignore[arg-type]
+        return call_tool(self.runtime, self.instance, tool, arguments, self._deadline)
 
-        def invoke(tool: Tool, arguments: Any) -> Awaitable[dict[str, Any]]:
-            nonlocal calls
-            calls += 1
-            if calls > 1:
-                wait = rt.rate_limiter.acquire(instance.key)
-                if wait:
-                    if wait.__class__ is int:
-                        raise RateLimited(wait)  # type: ignore[arg-type]
-                    return when_admitted(wait, tool, arguments)  # type: ignore[arg-type]
-            return call_tool(rt, instance, tool, arguments, deadline)
-
-        return invoke
+    async def _when_admitted(self, admission: Awaitable[int], tool: Tool, arguments: Any) -> dict[str, Any]:
+        wait = await admission  # this process had no tokens left: the shared limit's answer
+        if wait:
+            raise RateLimited(wait)
+        return await call_tool(self.runtime, self.instance, tool, arguments, self._deadline)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Errors before or outside the JSON-RPC exchange, as a JSON-RPC error with ``id: null``."""

@@ -113,14 +113,15 @@ class UpstreamHTTP:
         clean_params = None
         if params:
             clean_params = {k: _param(v) for k, v in params.items() if v is not None}
-        # The session's own timeout bounds every call; a nearer deadline shortens it (no timer of our own).
-        timeout = None
+        # The session's own timeout (UPSTREAM_TIMEOUT) bounds every call; a nearer deadline shortens it (no timer
+        # of our own). Passed explicitly: aiohttp reads timeout=None as "no timeout at all".
+        timeout = session_timeout = self.session.timeout
         deadline = self._deadline
         if deadline is not None:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 raise self._past_deadline()
-            if left < self.session.timeout.total:  # type: ignore[operator]
+            if left < session_timeout.total:  # type: ignore[operator]
                 timeout = aiohttp.ClientTimeout(total=left, connect=min(left, 10.0))
         limiter = self._limiter
         if limiter is not None:
@@ -135,7 +136,7 @@ class UpstreamHTTP:
                 # resp.headers is already a read-only view that outlives the response.
                 return UpstreamResponse(resp.status, resp.headers, body)
         except TimeoutError:
-            if timeout is not None:
+            if timeout is not session_timeout:
                 raise self._past_deadline() from None
             raise UpstreamError(
                 self.upstream,
