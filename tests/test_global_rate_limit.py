@@ -173,6 +173,24 @@ def test_the_first_calls_are_credit_and_a_lease_serves_the_rest_without_a_statem
     asyncio.run(scenario())
 
 
+def test_an_instance_well_below_its_limit_never_waits_for_the_database():
+    async def scenario() -> None:
+        buckets = MemoryBuckets(rate=30, burst=30)
+        lim = limiter(buckets, lease_s=0.3, settle_s=0.3)  # leases expire ten times in the run
+        waited = 0
+        for _ in range(30):  # a third of its rate, steadily, for 3 s
+            wait = lim.acquire("steady")
+            if not isinstance(wait, int):
+                waited += 1
+                wait = await wait
+            assert wait == 0
+            await asyncio.sleep(0.1)
+        assert waited == 0  # credit covers the first calls; a lease in use is renewed as it expires
+        await lim.close()
+
+    asyncio.run(scenario())
+
+
 def test_an_instance_at_its_limit_is_refused_with_the_wait_the_bucket_says_and_others_are_not():
     async def scenario() -> None:
         buckets = MemoryBuckets(rate=0.2, burst=3)

@@ -125,6 +125,9 @@ class SharedRateLimiter:
             lease.debt += 1
             if not lease.queued:
                 self._queue(lease)
+            # Settle within a tick, not at the next second: the credit covers the calls until the grant arrives,
+            # so an instance well below its limit never has a call wait for the database.
+            self._wake.set()
             return 0
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         lease.waiters.append(waiter)
@@ -184,8 +187,15 @@ class SharedRateLimiter:
                 # the next statement, or within _RETURN_EVERY_S (a statement of their own would mostly be waste).
                 if not lease.giving:
                     self._giving.append(lease)
+                spent = lease.mark - lease.tokens
                 lease.giving += lease.tokens
-                lease.tokens = lease.mark = 0
+                lease.tokens = 0
+                # A lease in use is renewed in this tick's statement (its unspent tokens go back in the same row),
+                # so a steady instance never runs dry between grants; an unused one is only handed back.
+                lease.mark = spent
+                if spent > 0 and not lease.queued:
+                    lease.queued = True
+                    self._queued.append(lease)
             elif (not lease.tokens and not lease.queued and not lease.debt and not lease.sent_debt
                   and not lease.giving and not lease.waiters and lease.empty_until < now
                   and lease.touched < now - _FORGET_AFTER_S):
@@ -195,8 +205,8 @@ class SharedRateLimiter:
 
     def _want(self, lease: _Lease, giving: bool, debt: int) -> int:
         """Tokens to ask for: none when handing back an idle lease, else what was spent since the last grant."""
-        if giving and not debt and not lease.waiters:
-            return 0
+        if giving and not debt and not lease.waiters and lease.mark <= lease.tokens:
+            return 0  # an idle lease handed back
         # Twice what went since the last grant: a busy lease grows to its demand in a few ticks. Larger chunks do
         # not loosen the bound (held tokens go back after lease_s), they only favour this process for that long.
         spent = lease.mark - lease.tokens + lease.sent_debt
