@@ -9,11 +9,10 @@ it, log level INFO with uvicorn's access line per request); only the start-up ba
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from fastmcp import FastMCP  # from this script's own environment
-from peer_upstream import Me  # beside this script
+from peer_upstream import Me, peer_arguments  # beside this script
 
 
 def build(upstream_url: str, token: str) -> FastMCP:
@@ -28,11 +27,7 @@ def build(upstream_url: str, token: str) -> FastMCP:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--token", default="figd_bench_peer")
-    args = parser.parse_args()
+    args = peer_arguments(__doc__.splitlines()[0])
     build(args.upstream, args.token).run(transport="http", host="127.0.0.1", port=args.port, path="/mcp",
                                          stateless_http=True, json_response=True, show_banner=False)
 

@@ -7,6 +7,7 @@ are copied here because the project's ``mcp`` package is not importable there.
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
@@ -37,3 +38,12 @@ class Me:
             raise RuntimeError(f"upstream answered {resp.status}")
         result: dict[str, Any] = json.loads(body)
         return result
+
+
+def peer_arguments(description: str) -> argparse.Namespace:
+    """The command line every Python peer takes: its port, the upstream's URL and the token it calls with."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--token", default="figd_bench_peer")
+    return parser.parse_args()

@@ -9,11 +9,10 @@ starts it, its log level INFO, so one access line per request, as the platform w
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer  # the SDK, from this script's own environment
-from peer_upstream import Me  # beside this script
+from peer_upstream import Me, peer_arguments  # beside this script
 
 
 def build(upstream_url: str, token: str) -> MCPServer:
@@ -28,11 +27,7 @@ def build(upstream_url: str, token: str) -> MCPServer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--token", default="figd_bench_peer")
-    args = parser.parse_args()
+    args = peer_arguments(__doc__.splitlines()[0])
     build(args.upstream, args.token).run("streamable-http", host="127.0.0.1", port=args.port,
                                          json_response=True, stateless_http=True)
 
