@@ -10,16 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from psycopg.rows import tuple_row
+
 from mcp.tenancy.database import Database
 
 # One round trip for any number of instances. Existing rows are locked in id order (so two processes settling
 # overlapping batches never deadlock) and their level computed from the latest committed version (a row another
 # process changed meanwhile is re-read under the lock). Missing rows are inserted as full buckets; one inserted
 # by another process at the same moment is skipped (ON CONFLICT DO NOTHING) and absent from the answer, and the
-# caller sends it again. Parameters: ids (text: no uuid objects to build), deltas, wants, rate (tokens/s), burst.
+# caller sends it again. Parameters: ids, deltas and wants each as one comma-separated text (psycopg quotes a
+# list's every element through a regular expression; one string is dumped as it is), rate (tokens/s), burst.
 _SETTLE = """
 WITH req AS (
-    SELECT * FROM unnest(%(ids)s::text[]::uuid[], %(deltas)s::float8[], %(wants)s::int4[])
+    SELECT * FROM unnest(string_to_array(%(ids)s, ',')::uuid[], string_to_array(%(deltas)s, ',')::float8[],
+                         string_to_array(%(wants)s, ',')::int4[])
         AS r(instance_id, delta, want)
 ), locked AS (
     SELECT b.instance_id, r.want, greatest(b.updated_at, now()) AS at,
@@ -50,9 +54,9 @@ WITH req AS (
     ON CONFLICT DO NOTHING
     RETURNING instance_id, tokens
 )
-SELECT instance_id, granted, tokens FROM updated
+SELECT instance_id::text, granted, tokens FROM updated
 UNION ALL
-SELECT i.instance_id, f.granted, i.tokens FROM inserted i JOIN fresh f ON f.instance_id = i.instance_id
+SELECT i.instance_id::text, f.granted, i.tokens FROM inserted i JOIN fresh f ON f.instance_id = i.instance_id
 """
 
 # A row whose bucket has been full for a while says nothing a missing row does not.
@@ -79,11 +83,13 @@ class RateBuckets:
         A key missing from the answer was not settled (its row was being created or deleted by another
         process at that instant): send its entry again.
         """
-        params = {"ids": [k for k, _, _ in entries], "deltas": [float(d) for _, d, _ in entries],
-                  "wants": [w for _, _, w in entries], "rate": self.rate, "burst": self.burst}
-        async with self.db.connection() as conn:
-            rows = await (await conn.execute(_SETTLE, params)).fetchall()
-        return {str(r["instance_id"]): Settled(r["granted"], r["tokens"]) for r in rows}
+        params = {"ids": ",".join([k for k, _, _ in entries]),
+                  "deltas": ",".join([repr(float(d)) for _, d, _ in entries]),
+                  "wants": ",".join([str(int(w)) for _, _, w in entries]), "rate": self.rate, "burst": self.burst}
+        async with self.db.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(_SETTLE, params)
+            rows = await cur.fetchall()
+        return {key: Settled(granted, tokens) for key, granted, tokens in rows}
 
     async def collect(self, full_for_s: float = 60.0) -> int:
         """Delete the rows of buckets full for ``full_for_s`` seconds; how many went."""
