@@ -231,13 +231,19 @@ def slack_service(env: dict[str, str], slack_sim: SlackSimulator) -> Iterator[Th
     server.stop()
 
 
-@pytest.fixture
-def api(env: dict[str, str]) -> Iterator[ThreadServer]:
-    """The main API on a free port, sharing the test's database."""
+def start_api(env: dict[str, str]) -> ThreadServer:
+    """The main API on a free port with this environment; ``server.runtime`` is its ApiRuntime."""
     runtime = create_runtime(env)
     runtime.port = free_port()
     server = ThreadServer(make_api_app(runtime), runtime.port, runtime.inflight, runtime.start, runtime.stop)
     server.runtime = runtime  # type: ignore[attr-defined]
+    return server
+
+
+@pytest.fixture
+def api(env: dict[str, str]) -> Iterator[ThreadServer]:
+    """The main API on a free port, sharing the test's database."""
+    server = start_api(env)
     yield server
     server.stop()
 

@@ -22,10 +22,9 @@ import pytest
 from mcp.config import ConfigError
 from mcp.tenancy.credentials import CredentialCipher
 from services.api.app import create_runtime
-from services.api.app import make_app as make_api_app
 from services.api.pages import CONTENT_SECURITY_POLICY
-from tests.conftest import ApiClient, ThreadServer
-from tests.support import Response, call_tool, free_port, ok, wait_for
+from tests.conftest import ApiClient, ThreadServer, start_api
+from tests.support import Response, call_tool, ok, wait_for
 
 USER = "ada@example.com"
 NAMES = {"github": "GitHub", "figma": "Figma", "slack": "Slack"}
@@ -48,10 +47,7 @@ def oauth_env(env, figma_sim, github_sim, slack_sim) -> dict[str, str]:
 
 @pytest.fixture
 def oauth_api(oauth_env) -> Iterator[ThreadServer]:
-    runtime = create_runtime(oauth_env)
-    runtime.port = free_port()
-    server = ThreadServer(make_api_app(runtime), runtime.port, runtime.inflight, runtime.start, runtime.stop)
-    server.runtime = runtime  # type: ignore[attr-defined]
+    server = start_api(oauth_env)
     yield server
     server.stop()
 

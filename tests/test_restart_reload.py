@@ -19,6 +19,7 @@ import sys
 import threading
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +287,22 @@ class Load:
         for thread in self._threads:
             thread.join(60)
 
+    def across(self, operation: Callable[[], tuple[int, str]]) -> tuple[int, str]:
+        """Run ``operation`` (a reload) while this load runs, from 200 answered calls before it to 200 after;
+        every request answered, by every kind of client."""
+        self.start()
+        try:
+            wait_for(lambda: sum(self.done.values()) > 200, 60, what="the load to get going")
+            code, out = operation()
+            served_during = sum(self.done.values())
+            wait_for(lambda: sum(self.done.values()) > served_during + 200, 60,
+                     what="the load to go on after the reload")
+        finally:
+            self.stop()
+        assert self.failures == [], f"{len(self.failures)} failed of {sum(self.done.values())}: {self.failures[:10]}"
+        assert set(self.done) == {"urllib", "http.client", "aiohttp"}, self.done
+        return code, out
+
 
 def test_reload_all_under_steady_load_refuses_and_fails_no_request(formation):
     c = formation
@@ -304,17 +321,8 @@ def test_reload_all_under_steady_load_refuses_and_fails_no_request(formation):
     urls = {name: f"http://127.0.0.1:{port}" for name, port in c.ports.items()}
     load = Load(urls, instances, c.env["ADMIN_TOKEN"])
     before, sups = children(c), supervisors(c)
-    load.start()
-    try:
-        wait_for(lambda: sum(load.done.values()) > 200, 60, what="the load to get going")
-        code, out = c.run("reload", "all")
-        served_during = sum(load.done.values())
-        wait_for(lambda: sum(load.done.values()) > served_during + 200, 60, what="the load to go on after the reload")
-    finally:
-        load.stop()
+    code, out = load.across(lambda: c.run("reload", "all"))
     assert code == 0, out
-    assert load.failures == [], f"{len(load.failures)} failed of {sum(load.done.values())}: {load.failures[:10]}"
-    assert set(load.done) == {"urllib", "http.client", "aiohttp"}, load.done
     after = children(c)
     for name in NAMES:
         assert after[name] != before[name], (name, out)

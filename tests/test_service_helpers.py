@@ -17,12 +17,10 @@ from mcp.errors import UpstreamError
 from mcp.server.app import make_app
 from mcp.server.runtime import ServiceRuntime
 from mcp.server.upstream import UpstreamResponse, default_error, json_answer
-from services.api.app import create_runtime
-from services.api.app import make_app as make_api_app
 from services.figma import SERVICE as FIGMA
 from services.github import SERVICE as GITHUB
 from services.slack import SERVICE as SLACK
-from tests.conftest import ApiClient, ThreadServer
+from tests.conftest import ApiClient, ThreadServer, start_api
 from tests.support import ROOT, free_port, http
 
 # --- the public API ------------------------------------------------------------------------------------------
@@ -132,9 +130,7 @@ def figma_on_override(env: dict[str, str]) -> Iterator[tuple[int, dict[str, str]
 
 def test_the_api_hands_out_urls_and_checks_health_on_the_port_override(figma_on_override):
     port, proc_env = figma_on_override
-    runtime = create_runtime(proc_env)
-    runtime.port = free_port()
-    api = ThreadServer(make_api_app(runtime), runtime.port, runtime.inflight, runtime.start, runtime.stop)
+    api = start_api(proc_env)
     try:
         admin = ApiClient(api.url)
         inst = admin.create_instance()
@@ -143,6 +139,8 @@ def test_the_api_hands_out_urls_and_checks_health_on_the_port_override(figma_on_
         assert admin("GET", f"/api/instances/{inst['instance_id']}").json["urls"] == inst["urls"]
         [figma] = [s for s in admin("GET", "/api/services").json["services"] if s["name"] == "figma"]
         assert figma["port"] == port and figma["health"]["status"] == "healthy"
+        [checked] = [s for s in admin("GET", "/api/services/status").json["services"] if s["name"] == "figma"]
+        assert (checked["port"], checked["health"]["status"]) == (port, "healthy"), checked
     finally:
         api.stop()
 
