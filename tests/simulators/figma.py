@@ -158,13 +158,12 @@ class FigmaSimulator(OAuthMixin, Simulator):
             if args.get("grant_type") != "authorization_code":
                 oauth.record_locked(args.get("grant_type") or "", code_value, "unsupported_grant_type")
                 return _oauth_error("Invalid grant_type")
-            reason, code = oauth.redeem_code_locked(code_value, args.get("redirect_uri"),
-                                                    args.get("code_verifier"), client_credentials(request, args)[0])
+            reason, code, tokens = oauth.exchange_code_locked(code_value, args.get("redirect_uri"),
+                                                              args.get("code_verifier"),
+                                                              client_credentials(request, args)[0])
             if code is None:
                 oauth.record_locked("authorization_code", code_value, "invalid_grant")
                 return _oauth_error("Invalid redirect_uri" if reason == "redirect_uri" else "Invalid code")
-            tokens = oauth.new_grant_locked(code.account, code.scope)
-            oauth.record_locked("authorization_code", code_value, "ok", code.account)
         uid = user_id(code.account)
         return web.json_response({"user_id": int(uid), "user_id_string": uid, "access_token": tokens["access_token"],
                                   "token_type": "bearer", "refresh_token": tokens["refresh_token"],
@@ -187,7 +186,6 @@ class FigmaSimulator(OAuthMixin, Simulator):
             if grant is None or reason != "ok":
                 oauth.record_locked("refresh_token", refresh_token, "invalid_grant", grant.account if grant else None)
                 return _oauth_error("Invalid refresh token")
-            oauth.record_locked("refresh_token", refresh_token, "ok", grant.account)
         return web.json_response({"access_token": tokens["access_token"], "token_type": "bearer",
                                   "expires_in": tokens["expires_in"]})
 

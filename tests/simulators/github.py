@@ -236,17 +236,13 @@ class GitHubSimulator(OAuthMixin, Simulator):
                 reason, grant, tokens = oauth.use_refresh_locked(credential)
                 if reason != "ok":
                     return fail("bad_refresh_token", grant.account if grant else None)
-                assert grant is not None
-                oauth.record_locked(grant_type, credential, "ok", grant.account)
             elif grant_type == "authorization_code":
-                reason, code = oauth.redeem_code_locked(credential, args.get("redirect_uri"),
-                                                        args.get("code_verifier"), client_id)
+                reason, code, tokens = oauth.exchange_code_locked(credential, args.get("redirect_uri"),
+                                                                  args.get("code_verifier"), client_id)
                 if reason == "redirect_uri":
                     return fail("redirect_uri_mismatch")
                 if code is None:
                     return fail("bad_verification_code")
-                tokens = oauth.new_grant_locked(code.account, code.scope)
-                oauth.record_locked(grant_type, credential, "ok", code.account)
             else:
                 return fail("unsupported_grant_type")
         return _oauth_answer(request, {"access_token": tokens["access_token"], "expires_in": tokens["expires_in"],

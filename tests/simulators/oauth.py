@@ -195,9 +195,20 @@ class OAuthState:
         entry.used = True
         return "ok", entry
 
+    def exchange_code_locked(self, code: str, redirect_uri: str | None, verifier: str | None,
+                             client_id: str) -> tuple[str, Code | None, dict[str, Any]]:
+        """A code for a new grant: ("ok", code, tokens), recorded, else (reason, None, {}) as ``redeem_code_locked``
+        says (the provider records the failure in its own words)."""
+        reason, entry = self.redeem_code_locked(code, redirect_uri, verifier, client_id)
+        if entry is None:
+            return reason, None, {}
+        tokens = self.new_grant_locked(entry.account, entry.scope)
+        self.record_locked("authorization_code", code, "ok", entry.account)
+        return "ok", entry, tokens
+
     def use_refresh_locked(self, token: str) -> tuple[str, Grant | None, dict[str, Any]]:
-        """Refresh a grant: ("ok", grant, tokens), else (reason, grant or None, {}) with reason in unknown, used,
-        revoked, expired."""
+        """Refresh a grant: ("ok", grant, tokens), recorded, else (reason, grant or None, {}) with reason in unknown,
+        used, revoked, expired (the provider records the failure in its own words)."""
         grant = self.refresh.get(token)
         if grant is None:
             return "unknown", None, {}
@@ -216,6 +227,7 @@ class OAuthState:
             self.used_refresh.add(token)
             out["refresh_token"] = self._new_refresh_locked(grant)
             out["refresh_token_expires_in"] = self.expires_in(self.refresh_lifetime())
+        self.record_locked("refresh_token", token, "ok", grant.account)
         return "ok", grant, out
 
     # Resource side ------------------------------------------------------------------------------

@@ -352,17 +352,14 @@ class SlackSimulator(OAuthMixin, Simulator):
                 reason, grant, tokens = oauth.use_refresh_locked(credential)
                 if grant is None or reason != "ok":
                     return fail("invalid_refresh_token", grant.account if grant else None)
-                oauth.record_locked(grant_type, credential, "ok", grant.account)
                 account, scope = grant.account, grant.scope
             elif grant_type == "authorization_code":
-                reason, code = oauth.redeem_code_locked(credential, args.get("redirect_uri"),
-                                                        args.get("code_verifier"), client_id)
+                reason, code, tokens = oauth.exchange_code_locked(credential, args.get("redirect_uri"),
+                                                                  args.get("code_verifier"), client_id)
                 if reason == "redirect_uri":
                     return fail("bad_redirect_uri")
                 if code is None:
                     return fail("invalid_code")
-                tokens = oauth.new_grant_locked(code.account, code.scope)
-                oauth.record_locked(grant_type, credential, "ok", code.account)
                 account, scope = code.account, code.scope
             else:
                 return fail("invalid_grant_type")
