@@ -1313,3 +1313,47 @@ def test_malformed_http_is_answered_with_a_json_error(figma_service: ThreadServe
     assert reply.content_type.startswith("application/json")
     assert strict_json(reply.body)["error"]["code"]
 
+
+
+# Connecting accounts: the public callback and the admin's connect ----------------------------------------------
+
+CALLBACK_KEYS = st.one_of(st.sampled_from([b"code", b"state", b"error", b"error_description", b"scope"]), QUERY_KEYS)
+
+
+@st.composite
+def callback_queries(draw: st.DrawFn) -> bytes:
+    pairs = draw(st.lists(st.tuples(CALLBACK_KEYS, QUERY_VALUES), max_size=5))
+    return b"?" + b"&".join(k + b"=" + v for k, v in pairs) if pairs else draw(st.sampled_from([b"", b"?"]))
+
+
+@fuzz(70)
+@given(method=METHODS, service=st.one_of(st.sampled_from([b"github", b"figma", b"slack", b"nosuch"]), SEGMENT),
+       query=callback_queries(), headers=headers_strategy(ADMIN_TOKEN), accept=st.sampled_from(
+           [None, b"application/json", b"text/html", b"*/*", b"application/json;q=0", b"\xff"]))
+def test_oauth_callback_any_request(api: ThreadServer, method: bytes, service: bytes, query: bytes,
+                                    headers: list[tuple[bytes, bytes]], accept: bytes | None) -> None:
+    """The public callback with any method, service segment, code/state/error query and headers: a page with its
+    protective headers or a sound JSON error, never a 5xx (no OAuth app is configured here: nothing is exchanged)."""
+    headers = [h for h in headers if h[0].lower() != b"accept"] + ([(b"Accept", accept)] if accept else [])
+    req = Request(method, (b"/oauth/" + service + b"/callback" + query)[:60_000], headers)
+    reply = send(api.port, req)
+    assert reply.status < 500, repr(req)
+    if reply.content_type.startswith("text/html"):
+        assert reply.headers.get("content-security-policy", "").startswith("default-src 'none'"), repr(req)
+        assert reply.headers.get("x-frame-options") == "DENY" and b"Traceback" not in reply.body, repr(req)
+    else:
+        assert_sound(reply, req, secrets=api_secrets())
+
+
+@fuzz(50)
+@given(body=st.one_of(json_bodies(JSON_VALUES), json_bodies(st.fixed_dictionaries(
+    {"service": st.one_of(st.sampled_from(["github", "figma", "slack", "nosuch", ""]), JSON_VALUES),
+     "user": st.one_of(st.just("ada@example.com"), JSON_VALUES)},
+    optional={"instance_id": st.one_of(st.uuids().map(str), JSON_VALUES), "scopes": JSON_VALUES})),
+    st.binary(max_size=200)))
+def test_api_connect_any_body(api: ThreadServer, body: bytes) -> None:
+    """POST /api/connect with any body: 409 naming the variables (no OAuth app here) or a 4xx saying what is wrong."""
+    req = Request(b"POST", b"/api/connect", _auth(), body)
+    reply = send(api.port, req)
+    data = assert_sound(reply, req, secrets=api_secrets())
+    assert reply.status in (400, 404, 409, 413), (reply.status, data, repr(req))
